@@ -1,0 +1,5 @@
+"""ipd: Imaginary Planning Distillation for offline reinforcement learning."""
+
+from ipd.io import IPD_VERSION as __version__
+
+__all__ = ["__version__"]

@@ -1,0 +1,30 @@
+"""Data layer: D4RL-layout loading and writing, transitions/trajectories, DT sequence sampling."""
+
+from ipd.data.hdf5 import read_hdf5, write_hdf5
+from ipd.data.sequence import SequenceBatch, SequenceSampler
+from ipd.data.sources import default_data_dir, download, find_dataset, load_dataset
+from ipd.data.transitions import (
+    DatasetError,
+    Normalizer,
+    Trajectories,
+    Transitions,
+    episode_bounds,
+    returns_to_go,
+)
+
+__all__ = [
+    "DatasetError",
+    "Normalizer",
+    "SequenceBatch",
+    "SequenceSampler",
+    "Trajectories",
+    "Transitions",
+    "default_data_dir",
+    "download",
+    "episode_bounds",
+    "find_dataset",
+    "load_dataset",
+    "read_hdf5",
+    "returns_to_go",
+    "write_hdf5",
+]

@@ -1,0 +1,95 @@
+"""Atomic file writes and versioned checkpoints shared by every learned component.
+
+Every checkpoint is a ``torch.save`` dict with a ``format`` header::
+
+    {"format": {"name": "ipd.world_model", "version": 1, "ipd_version": "0.1.0"}, ...payload}
+
+Loading checks the component name and version so that a checkpoint from another
+component or an incompatible release fails with a message instead of a shape error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IPD_VERSION = "0.1.0"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, of another component or of an incompatible version."""
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], None]) -> Path:
+    """Call ``write_fn(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    def _write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    return atomic_write(path, _write)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def save_checkpoint(path: str | os.PathLike, name: str, version: int, payload: dict[str, Any]) -> Path:
+    """Atomically save ``payload`` with a format header (component ``name``, format ``version``)."""
+    blob = {"format": {"name": name, "version": version, "ipd_version": IPD_VERSION}, **payload}
+    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def load_checkpoint(
+    path: str | os.PathLike, name: str, version: int, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, checking component and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}. Check the path, or train the model first.")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for truncated/corrupt zip files
+        raise CheckpointError(
+            f"Checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}: {exc}). "
+            "Delete it and re-run the stage that produced it."
+        ) from exc
+    header = blob.get("format") if isinstance(blob, dict) else None
+    if not isinstance(header, dict) or "name" not in header:
+        raise CheckpointError(f"{path} is not an ipd checkpoint (no format header).")
+    if header["name"] != name:
+        raise CheckpointError(f"{path} holds a '{header['name']}' checkpoint, expected '{name}'.")
+    if header.get("version") != version:
+        raise CheckpointError(
+            f"{path} is a '{name}' checkpoint of format version {header.get('version')} "
+            f"(written by ipd {header.get('ipd_version')}); this ipd {IPD_VERSION} reads version {version}. "
+            "Re-train it with this version, or check out the ipd release that wrote it."
+        )
+    return blob
