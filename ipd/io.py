@@ -93,3 +93,17 @@ def load_checkpoint(
             "Re-train it with this version, or check out the ipd release that wrote it."
         )
     return blob
+
+
+def peek_format(path: str | os.PathLike) -> dict[str, Any]:
+    """The format header of an ipd checkpoint (plus its ``task``, if it records one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"Checkpoint {path} is corrupt or not a torch file ({exc}).") from exc
+    if not isinstance(blob, dict) or not isinstance(blob.get("format"), dict):
+        raise CheckpointError(f"{path} is not an ipd checkpoint (no format header).")
+    return {**blob["format"], "task": blob.get("task")}

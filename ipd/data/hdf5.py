@@ -25,7 +25,8 @@ def write_hdf5(
     path: str | os.PathLike, transitions: Transitions, attrs: dict | None = None, compress: bool = True
 ) -> Path:
     """Atomically write transitions (and their extras) in D4RL layout."""
-    kwargs = {"compression": "gzip", "compression_opts": 4} if compress else {}
+    # fletcher32 checksums every chunk, so bit rot in the data fails loudly on read.
+    kwargs = {"compression": "gzip", "compression_opts": 4, "fletcher32": True} if compress else {}
 
     def _write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
@@ -50,22 +51,27 @@ def read_hdf5(path: str | os.PathLike, extras: bool = True) -> Transitions:
             "Delete it and download or rebuild it."
         ) from exc
     with f:
-        missing = [k for k in CORE_KEYS if k not in f and k not in OPTIONAL_KEYS]
-        if missing:
-            raise DatasetError(
-                f"Dataset file {path} lacks the D4RL key(s) {missing}; found {sorted(f.keys())}. "
-                "Expected a D4RL-layout hdf5 with observations, actions, rewards, terminals (and timeouts)."
-            )
         try:
-            data = {k: f[k][()] for k in CORE_KEYS if k in f}
+            keys = sorted(f.keys())
+            missing = [k for k in CORE_KEYS if k not in keys and k not in OPTIONAL_KEYS]
+            if missing:
+                raise DatasetError(
+                    f"Dataset file {path} lacks the D4RL key(s) {missing}; found {keys}. Expected a "
+                    "D4RL-layout hdf5 with observations, actions, rewards, terminals (and timeouts)."
+                )
+            data = {k: f[k][()] for k in CORE_KEYS if k in keys}
             extra = {}
             if extras:
                 n = len(data["observations"])
-                for k in f.keys():
+                for k in keys:
                     if k not in CORE_KEYS and isinstance(f[k], h5py.Dataset) and f[k].shape[:1] == (n,):
                         extra[k] = f[k][()]
-        except OSError as exc:
-            raise DatasetError(f"Dataset file {path} is corrupt: reading failed ({exc}). Rebuild it.") from exc
+        except (OSError, KeyError, RuntimeError, TypeError) as exc:
+            # h5py reports damaged metadata as KeyError/RuntimeError and bad chunks as OSError.
+            raise DatasetError(
+                f"Dataset file {path} is corrupt: reading failed ({type(exc).__name__}: {exc}). "
+                "Delete it and download or rebuild it."
+            ) from exc
     if "next_observations" not in data:
         raise DatasetError(
             f"Dataset file {path} has no 'next_observations'. ipd needs true next states (D4RL v2 files "

@@ -114,16 +114,28 @@ def episode_bounds(episode_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float = 1.0) -> np.ndarray:
-    """Discounted reward-to-go within each episode (vectorised over episodes via a reverse scan)."""
-    rtg = np.zeros(len(rewards), np.float64)
-    running = 0.0
-    # One reverse pass; resetting at episode ends keeps episodes independent.
-    for i in range(len(rewards) - 1, -1, -1):
-        if episode_ends[i]:
-            running = 0.0
-        running = rewards[i] + gamma * running
-        rtg[i] = running
-    return rtg.astype(np.float32)
+    """Discounted reward-to-go within each episode, accumulated in float64, returned as float32.
+
+    Solves ``y[i] = r[i] + a[i] * y[i + 1]`` with ``a[i] = 0`` at episode ends (else ``gamma``)
+    by a doubling scan: each pass doubles the look-ahead, so ``ceil(log2(longest episode))``
+    vectorised passes over the array replace a Python loop over rows.
+    """
+    y = np.asarray(rewards, np.float64).reshape(-1).copy()
+    ends = np.asarray(episode_ends, bool).reshape(-1)
+    if len(ends) != len(y):
+        raise ValueError(f"rewards has {len(y)} rows but episode_ends has {len(ends)}")
+    a = np.where(ends, 0.0, float(gamma))
+    if len(a):
+        a[-1] = 0.0  # the last row always ends an episode
+    d = 1
+    while d < len(y) and a.any():
+        # Invariant: y[i] sums r[i .. i + d - 1] (discounted, cut at the episode end) and
+        # a[i] is the discount carried past that window (0 once the window hits an end).
+        y[:-d] = y[:-d] + a[:-d] * y[d:]
+        a[:-d] = a[:-d] * a[d:]
+        a[-d:] = 0.0
+        d *= 2
+    return y.astype(np.float32)
 
 
 @dataclass
@@ -141,6 +153,8 @@ class Trajectories:
         ends = transitions.episode_ends
         starts, lengths = episode_bounds(ends)
         timesteps = np.arange(len(transitions)) - np.repeat(starts, lengths)
+        if "timestep" in transitions.extras:  # stitched trajectories may start mid-episode
+            timesteps = transitions.extras["timestep"].astype(np.int64)
         return cls(transitions, starts, lengths, returns_to_go(transitions.rewards, ends), timesteps)
 
     def __len__(self) -> int:

@@ -1,0 +1,328 @@
+"""Stage 2: augment the dataset with imagined, planned continuations of suboptimal segments.
+
+Steps (DESIGN.md §1 Stage 2):
+
+1. **Score** every dataset step with the advantage ``A_t = Q(s_t, a_t) - V(s_t)`` and the
+   return gap ``G_t = V(s_t) - RTG^γ_t``. ``RTG^γ`` is bootstrapped with ``V(s'_T)`` at a
+   timeout, so a trajectory cut by the 1000-step limit is not mistaken for a poor one.
+2. **Select** start states: the worst ``quantile`` of steps by A (low) and/or G (high),
+   at most ``max_per_trajectory`` per episode, ``min_spacing`` steps apart, and at most
+   ``max_starts`` in total (worst first).
+3. **Plan** L-step receding-horizon MPC rollouts in the world model from all selected
+   states, in batches of ``batch_size`` (one batched planner call each). Finished batches
+   are saved, so an interrupted run resumes without re-planning them.
+4. **Accept** a rollout when its max uncertainty stays under the threshold (a quantile of
+   U over dataset transitions) and its imagined return ``Σγ^k r̂_k + γ^L V(ŝ_L)`` beats the
+   dataset's own L-step continuation ``Σγ^k r_{t+k} + γ^L V(s_{t+L})`` by ``min_improvement``.
+5. **Stitch** accepted rollouts after their dataset prefix into new trajectories. Every
+   row carries ``imagined`` (bool), ``source_episode``, ``start_index`` (step within the
+   source episode where imagination starts; -1 for original rows) and ``value`` (V(s)).
+
+Deviation/assumption: the paper does not give its selection rule or acceptance margin;
+comparing like-for-like L-step bootstrapped returns is our choice, as is keeping the
+original trajectories alongside the stitched ones (so imagination only adds data).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ipd.data.transitions import Trajectories, Transitions
+from ipd.io import atomic_write
+
+
+@dataclass
+class AugmentConfig:
+    select_by: str = "either"  # advantage | gap | either
+    quantile: float = 0.1
+    advantage_threshold: float | None = None
+    gap_threshold: float | None = None
+    max_per_trajectory: int = 4
+    min_spacing: int = 25
+    max_starts: int = 4096
+    rollout_length: int = 20
+    uncertainty_quantile: float = 0.95
+    min_improvement: float = 0.0
+    max_prefix_length: int | None = None
+    batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.select_by not in ("advantage", "gap", "either"):
+            raise ValueError(f"augment.select_by must be advantage|gap|either, got '{self.select_by}'")
+        if not 0.0 < self.quantile <= 1.0:
+            raise ValueError(f"augment.quantile must be in (0, 1], got {self.quantile}")
+        if self.rollout_length < 1 or self.batch_size < 1:
+            raise ValueError("augment.rollout_length and augment.batch_size must be >= 1")
+
+
+@dataclass
+class StepScores:
+    value: np.ndarray  # V(s_t)            [N]
+    advantage: np.ndarray  # Q(s_t,a_t) - V(s_t) [N]
+    gap: np.ndarray  # V(s_t) - RTG^γ_t    [N]
+    continuation: np.ndarray  # Σ_{k<L} γ^k r_{t+k} + γ^L V(s_{t+L}), truncated at episode end [N]
+
+
+def _batched(fn: Callable[..., torch.Tensor], *arrays: np.ndarray, batch: int = 65536) -> np.ndarray:
+    out = []
+    for i in range(0, len(arrays[0]), batch):
+        out.append(np.asarray(fn(*(a[i : i + batch] for a in arrays)), np.float32).reshape(-1))
+    return np.concatenate(out)
+
+
+def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float, horizon: int) -> StepScores:
+    """Advantage, return gap and the L-step bootstrapped dataset continuation for every row.
+
+    ``value_fn(obs)`` and ``q_fn(obs, act)`` take numpy batches and return env-return units.
+    """
+    t = traj.transitions
+    v = _batched(value_fn, t.observations)
+    v_next = _batched(value_fn, t.next_observations)
+    q = _batched(q_fn, t.observations, t.actions)
+    # Bootstrap value after the last step of an episode: 0 at a terminal, V(s') at a timeout.
+    ends = t.episode_ends
+    tail = np.where(ends & ~t.terminals, v_next, 0.0)
+    rtg = _discounted_with_tail(t.rewards, ends, tail, gamma)
+    cont = _truncated_continuation(t.rewards, v, v_next, t.terminals, traj, gamma, horizon)
+    return StepScores(v, q - v, v - rtg, cont)
+
+
+def _discounted_with_tail(rewards, ends, tail, gamma) -> np.ndarray:
+    out = np.zeros(len(rewards), np.float64)
+    running = 0.0
+    for i in range(len(rewards) - 1, -1, -1):
+        if ends[i]:
+            running = tail[i]
+        running = rewards[i] + gamma * running
+        out[i] = running
+    return out.astype(np.float32)
+
+
+def _truncated_continuation(rewards, v, v_next, terminals, traj: Trajectories, gamma, horizon) -> np.ndarray:
+    """Σ_{k<h} γ^k r_{t+k} + γ^h V(s_{t+h}) with h = min(L, steps left); vectorised over rows."""
+    n = len(rewards)
+    ep_end = np.repeat(traj.starts + traj.lengths, traj.lengths)  # exclusive end row per row
+    idx = np.arange(n)
+    out = np.zeros(n, np.float64)
+    alive = np.ones(n, bool)
+    for k in range(horizon):  # loop over horizon steps only; vectorised over all rows
+        row = idx + k
+        alive &= row < ep_end
+        out += np.where(alive, gamma**k * rewards[np.minimum(row, n - 1)], 0.0)
+        last = alive & ((row + 1 >= ep_end) | (k == horizon - 1))
+        boot = np.where(terminals[np.minimum(row, n - 1)], 0.0, v_next[np.minimum(row, n - 1)])
+        out += np.where(last, gamma ** (k + 1) * boot, 0.0)
+        alive &= ~last
+    return out.astype(np.float32)
+
+
+def select_starts(traj: Trajectories, scores: StepScores, cfg: AugmentConfig) -> np.ndarray:
+    """Row indices of the selected start states, worst first (see module docstring)."""
+    adv_cut = cfg.advantage_threshold
+    if adv_cut is None:
+        adv_cut = float(np.quantile(scores.advantage, cfg.quantile))
+    gap_cut = cfg.gap_threshold
+    if gap_cut is None:
+        gap_cut = float(np.quantile(scores.gap, 1.0 - cfg.quantile))
+    low_adv, big_gap = scores.advantage <= adv_cut, scores.gap >= gap_cut
+    mask = {"advantage": low_adv, "gap": big_gap, "either": low_adv | big_gap}[cfg.select_by]
+    # Rank by a scale-free badness: the larger of the two rank percentiles.
+    badness = np.maximum(_rank01(-scores.advantage), _rank01(scores.gap))
+    cand = np.flatnonzero(mask)
+    cand = cand[np.argsort(-badness[cand], kind="stable")]
+    ep = traj.episode_ids
+    chosen: dict[int, list[int]] = {}
+    picked: list[int] = []
+    for row in cand:  # greedy spacing per episode; O(candidates), not in a hot path
+        rows = chosen.setdefault(int(ep[row]), [])
+        if len(rows) >= cfg.max_per_trajectory or any(abs(row - r) < cfg.min_spacing for r in rows):
+            continue
+        rows.append(int(row))
+        picked.append(int(row))
+        if len(picked) >= cfg.max_starts:
+            break
+    return np.asarray(picked, np.int64)
+
+
+def _rank01(x: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(x, kind="stable"), kind="stable") / max(len(x) - 1, 1)
+
+
+ROLLOUT_FIELDS = ("states", "actions", "rewards", "terminals", "uncertainty", "values", "alive", "lengths")
+
+
+def plan_rollouts(
+    planner,
+    start_states: np.ndarray,
+    cfg: AugmentConfig,
+    work_dir: Path | None,
+    device: torch.device,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Plan L-step rollouts from all start states in batches; resumable via ``work_dir``."""
+    n_batches = int(np.ceil(len(start_states) / cfg.batch_size))
+    parts = []
+    for b in tqdm(range(n_batches), desc="augment: planning", disable=not progress):
+        path = work_dir / f"batch_{b:05d}.npz" if work_dir is not None else None
+        if path is not None and path.is_file():
+            with np.load(path) as f:
+                parts.append({k: f[k] for k in ROLLOUT_FIELDS + ("planned_return",)})
+            continue
+        chunk = torch.as_tensor(start_states[b * cfg.batch_size : (b + 1) * cfg.batch_size], device=device)
+        gen = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
+        ro = planner.rollout(chunk, cfg.rollout_length, generator=gen)
+        part = {k: _np(getattr(ro, k)) for k in ROLLOUT_FIELDS + ("planned_return",)}
+        if path is not None:
+            atomic_write(path, lambda tmp, part=part: np.savez(open(tmp, "wb"), **part))
+        parts.append(part)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) and x.is_floating_point() else (
+        x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    )
+
+
+def accept_rollouts(
+    rollouts: dict[str, np.ndarray], continuation: np.ndarray, threshold: float, min_improvement: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean accept mask and the predicted improvement of every rollout."""
+    alive = rollouts["alive"].astype(bool)
+    u = np.where(alive, rollouts["uncertainty"], 0.0)
+    max_u = u.max(axis=1) if u.shape[1] else np.zeros(len(u))
+    improvement = rollouts["planned_return"] - continuation
+    reliable = np.isfinite(rollouts["planned_return"]) & (max_u <= threshold) & (rollouts["lengths"] > 0)
+    return reliable & (improvement > min_improvement), improvement
+
+
+def stitch(
+    traj: Trajectories,
+    starts: np.ndarray,
+    rollouts: dict[str, np.ndarray],
+    accepted: np.ndarray,
+    values: np.ndarray,
+    max_prefix_length: int | None = None,
+) -> Transitions:
+    """Original trajectories plus, per accepted rollout, dataset prefix + imagined continuation."""
+    t = traj.transitions
+    ep_ids, step_in_ep = traj.episode_ids, traj.timesteps
+    n = len(t)
+    original = t.subset(np.arange(n))
+    original.extras = {
+        "imagined": np.zeros(n, bool),
+        "source_episode": ep_ids.astype(np.int64),
+        "start_index": np.full(n, -1, np.int64),
+        "value": values.astype(np.float32),
+        "timestep": step_in_ep.astype(np.int64),
+    }
+    parts = [original]
+    for i in np.flatnonzero(accepted):
+        parts.append(_stitched_one(t, traj, int(starts[i]), {k: v[i] for k, v in rollouts.items()}, values,
+                                   max_prefix_length))
+    return Transitions.concatenate(parts)
+
+
+def _stitched_one(t: Transitions, traj: Trajectories, row: int, ro: dict, values, max_prefix_length):
+    ep = int(traj.episode_ids[row])
+    first = int(traj.starts[ep])
+    if max_prefix_length is not None:
+        first = max(first, row - max_prefix_length)
+    prefix = np.arange(first, row)
+    length = int(ro["lengths"])
+    states = ro["states"][: length + 1]
+    terminals = ro["terminals"][:length].astype(bool)
+    timeouts = np.zeros(length, bool)
+    timeouts[-1] = not terminals[-1]  # an imagined tail ends by truncation unless the model terminated
+    k = len(prefix)
+    t0 = int(traj.timesteps[row])
+    return Transitions(
+        np.concatenate([t.observations[prefix], states[:-1]]),
+        np.concatenate([t.actions[prefix], ro["actions"][:length]]),
+        np.concatenate([t.rewards[prefix], ro["rewards"][:length]]),
+        np.concatenate([t.next_observations[prefix], states[1:]]),
+        np.concatenate([np.zeros(k, bool), terminals]),
+        np.concatenate([np.zeros(k, bool), timeouts]),
+        extras={
+            "imagined": np.concatenate([np.zeros(k, bool), np.ones(length, bool)]),
+            "source_episode": np.full(k + length, ep, np.int64),
+            "start_index": np.full(k + length, t0, np.int64),
+            "value": np.concatenate([values[prefix], ro["values"][:length]]).astype(np.float32),
+            "timestep": np.concatenate([traj.timesteps[prefix], t0 + np.arange(length)]).astype(np.int64),
+        },
+    )
+
+
+@dataclass
+class AugmentResult:
+    dataset: Transitions
+    stats: dict
+
+
+def augment_dataset(
+    transitions: Transitions,
+    planner,
+    value_fn,
+    q_fn,
+    uncertainty_threshold: float,
+    cfg: AugmentConfig,
+    gamma: float,
+    device: torch.device,
+    work_dir: Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> AugmentResult:
+    """Run steps 1-5 of the module docstring; returns the augmented dataset and its stats."""
+    t_start = time.perf_counter()
+    traj = Trajectories.from_transitions(transitions)
+    scores = score_steps(traj, value_fn, q_fn, gamma, cfg.rollout_length)
+    starts = select_starts(traj, scores, cfg)
+    t_plan = time.perf_counter()
+    rollouts = plan_rollouts(planner, transitions.observations[starts], cfg, work_dir, device, seed, progress)
+    plan_time = time.perf_counter() - t_plan
+    if len(starts):
+        accepted, improvement = accept_rollouts(
+            rollouts, scores.continuation[starts], uncertainty_threshold, cfg.min_improvement
+        )
+    else:
+        accepted, improvement = np.zeros(0, bool), np.zeros(0)
+    dataset = stitch(traj, starts, rollouts, accepted, scores.value, cfg.max_prefix_length)
+    imagined_steps = int(rollouts["lengths"].sum()) if len(starts) else 0
+    stats = _stats(scores, starts, rollouts, accepted, improvement, dataset, uncertainty_threshold)
+    stats.update(
+        wall_time_s=time.perf_counter() - t_start,
+        planning_time_s=plan_time,
+        imagined_transitions=imagined_steps,
+        imagined_transitions_per_s=imagined_steps / max(plan_time, 1e-9),
+    )
+    return AugmentResult(dataset, stats)
+
+
+def _stats(scores, starts, rollouts, accepted, improvement, dataset, threshold) -> dict:
+    n_sel = len(starts)
+    alive = rollouts["alive"].astype(bool) if n_sel else np.zeros((0, 0), bool)
+    u = rollouts["uncertainty"][alive] if n_sel else np.zeros(0)
+    qs = (0.5, 0.9, 0.95, 0.99)
+    hist = np.histogram(u, bins=20) if len(u) else (np.zeros(0), np.zeros(0))
+    return {
+        "scored": int(len(scores.value)),
+        "selected": n_sel,
+        "accepted": int(accepted.sum()),
+        "acceptance_rate": float(accepted.mean()) if n_sel else 0.0,
+        "mean_improvement_accepted": float(improvement[accepted].mean()) if accepted.any() else 0.0,
+        "mean_improvement_all": float(np.nanmean(improvement)) if n_sel else 0.0,
+        "uncertainty_threshold": float(threshold),
+        "rollout_uncertainty_quantiles": {str(q): float(np.quantile(u, q)) for q in qs} if len(u) else {},
+        "rollout_uncertainty_histogram": {"counts": hist[0].tolist(), "edges": hist[1].tolist()},
+        "mean_rollout_length": float(rollouts["lengths"].mean()) if n_sel else 0.0,
+        "augmented_transitions": int(len(dataset)),
+        "imagined_rows": int(dataset.extras["imagined"].sum()),
+    }
