@@ -34,11 +34,22 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], None]) -> Pa
     os.close(fd)
     try:
         write_fn(tmp)
+        # mkstemp creates the file 0600; give it the mode a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -15,9 +15,11 @@ We never import the ``d4rl`` package: it pins gym<0.25 and mujoco-py, which need
 
 from __future__ import annotations
 
+import http.client
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -41,28 +43,48 @@ def candidate_paths(task: TaskSpec, data_dir: str | os.PathLike | None = None) -
     return [data_dir / f"{task.name}.hdf5", default_d4rl_dir() / task.d4rl_file]
 
 
-def download(url: str, dest: str | os.PathLike, timeout: float = 30.0, chunk: int = 1 << 20) -> Path:
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    timeout: float = 30.0,
+    chunk: int = 1 << 20,
+    check: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> Path:
     """Download ``url`` to ``dest`` with a progress bar; the file appears only when complete.
 
     The body is streamed into a temp file in the destination folder and renamed at the end.
-    A short body (fewer bytes than Content-Length) or any error removes the temp file.
+    A short body (fewer bytes than Content-Length), any network or HTTP error, or a failing
+    ``check(tmp_path)`` (e.g. "is this a readable D4RL file?") removes the temp file and
+    raises :class:`DatasetError`, so ``dest`` never holds a partial or invalid download.
     """
     dest = Path(dest)
+    # http.client.HTTPException (IncompleteRead in chunked bodies, BadStatusLine ...) is not an
+    # OSError; ValueError covers malformed URLs and Content-Length headers.
+    net_errors = (urllib.error.URLError, OSError, http.client.HTTPException, ValueError)
 
     def _fetch(tmp: str) -> None:
         try:
             resp = urllib.request.urlopen(url, timeout=timeout)
-        except (urllib.error.URLError, OSError) as exc:
+        except net_errors as exc:
             raise DatasetError(f"Download of {url} failed: {exc}") from exc
+        got = 0
         with resp:
-            total = int(resp.headers.get("Content-Length") or 0)
-            got = 0
-            with open(tmp, "wb") as f, tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name) as bar:
+            try:
+                total = int(resp.headers.get("Content-Length") or 0)
+            except ValueError:
+                total = 0
+            with (
+                open(tmp, "wb") as f,
+                tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar,
+            ):
                 while True:
                     try:
                         block = resp.read(chunk)
-                    except (OSError, ValueError) as exc:
-                        raise DatasetError(f"Download of {url} was interrupted after {got} bytes: {exc}") from exc
+                    except net_errors as exc:
+                        raise DatasetError(
+                            f"Download of {url} was interrupted after {got} bytes: {type(exc).__name__}: {exc}"
+                        ) from exc
                     if not block:
                         break
                     f.write(block)
@@ -70,8 +92,13 @@ def download(url: str, dest: str | os.PathLike, timeout: float = 30.0, chunk: in
                     bar.update(len(block))
         if total and got != total:
             raise DatasetError(f"Download of {url} is incomplete: got {got} of {total} bytes.")
+        if check is not None:
+            check(tmp)
 
-    return atomic_write(dest, _fetch)
+    try:
+        return atomic_write(dest, _fetch)
+    except OSError as exc:  # the destination folder cannot be created or written
+        raise DatasetError(f"Cannot write the download of {url} to {dest}: {exc}") from exc
 
 
 def find_dataset(task: TaskSpec, data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -93,9 +120,19 @@ def load_dataset(
     looked = candidate_paths(task, data_dir)
     errors: list[str] = []
     if download_missing and url_base:
+        url = task.d4rl_url(url_base)
+        loaded: list[Transitions] = []
+
+        def _check(tmp: str) -> None:
+            # Parse before the rename: an HTML error page or a damaged file never lands in data_dir.
+            try:
+                loaded.append(read_hdf5(tmp))
+            except DatasetError as exc:
+                raise DatasetError(f"Downloaded {url} is not a valid D4RL-layout file: {exc}") from exc
+
         try:
-            path = download(task.d4rl_url(url_base), looked[0])
-            return read_hdf5(path)
+            download(url, looked[0], check=_check)
+            return loaded[0]
         except DatasetError as exc:
             errors.append(str(exc))
     if minari_id:

@@ -117,7 +117,9 @@ class SequenceTrainer:
 
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = max(cfg.warmup_steps, 1)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min((s + 1) / warmup, 1.0))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min((s + 1) / warmup, 1.0)
+        )
         self.ema_model: DecisionTransformer | None = None
         if cfg.ema is not None:
             self.ema_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -136,7 +138,9 @@ class SequenceTrainer:
         imagined = t.extras.get("imagined")
         mult = np.ones(len(t), np.float32)
         if imagined is not None:
-            mult = np.where(np.asarray(imagined).astype(bool), self.cfg.imagined_weight, 1.0).astype(np.float32)
+            mult = np.where(np.asarray(imagined).astype(bool), self.cfg.imagined_weight, 1.0).astype(
+                np.float32
+            )
         elif self.cfg.imagined_weight != 1.0:
             warnings.warn("imagined_weight is set but the dataset has no 'imagined' extra.", stacklevel=3)
         return np.concatenate([mult, [0.0]]).astype(np.float32)
@@ -158,7 +162,10 @@ class SequenceTrainer:
             "mask": batch.mask,
             "weights": weights,
         }
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True) for k, v in arrays.items()}
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device, non_blocking=True)
+            for k, v in arrays.items()
+        }
 
     def compute_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted action MSE minus the normalised Q-term; returns (loss, detached metrics)."""
@@ -217,7 +224,9 @@ class SequenceTrainer:
             self._started = True
         pending: dict[str, list[torch.Tensor]] = {}
         t_last, n_last = time.perf_counter(), self.step
-        with tqdm(total=cfg.num_updates, initial=self.step, disable=not progress, desc="dt", dynamic_ncols=True) as bar:
+        with tqdm(
+            total=cfg.num_updates, initial=self.step, disable=not progress, desc="dt", dynamic_ncols=True
+        ) as bar:
             while self.step < cfg.num_updates:
                 metrics = self.update(self.sampler.sample(cfg.batch_size))
                 self.step += 1
@@ -282,7 +291,9 @@ class SequenceTrainer:
         return save_checkpoint(path, TRAIN_CHECKPOINT_NAME, TRAIN_CHECKPOINT_VERSION, payload)
 
     def load_state(self, path: str | os.PathLike) -> None:
-        blob = load_checkpoint(path, TRAIN_CHECKPOINT_NAME, TRAIN_CHECKPOINT_VERSION, map_location=self.device)
+        blob = load_checkpoint(
+            path, TRAIN_CHECKPOINT_NAME, TRAIN_CHECKPOINT_VERSION, map_location=self.device
+        )
         if blob["dt_config"] != asdict(self.model.cfg):
             raise ValueError(
                 f"{path} was trained with DTConfig {blob['dt_config']}, this model has {asdict(self.model.cfg)}. "

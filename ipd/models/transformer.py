@@ -339,7 +339,9 @@ class DTPolicy:
             raise RuntimeError("call reset(num_envs) before act().")
         raw = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
         if raw.shape != (self.num_envs, self.model.obs_dim):
-            raise ValueError(f"observations shape {tuple(raw.shape)}, expected ({self.num_envs}, {self.model.obs_dim})")
+            raise ValueError(
+                f"observations shape {tuple(raw.shape)}, expected ({self.num_envs}, {self.model.obs_dim})"
+            )
         if self.cond.mode == "value":
             token = self.value_fn(raw).reshape(-1).to(self.device, torch.float32)
         else:

@@ -187,8 +187,10 @@ def plan_rollouts(
 
 
 def _np(x) -> np.ndarray:
-    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) and x.is_floating_point() else (
-        x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return (
+        x.detach().float().cpu().numpy()
+        if isinstance(x, torch.Tensor) and x.is_floating_point()
+        else (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
     )
 
 
@@ -226,8 +228,11 @@ def stitch(
     }
     parts = [original]
     for i in np.flatnonzero(accepted):
-        parts.append(_stitched_one(t, traj, int(starts[i]), {k: v[i] for k, v in rollouts.items()}, values,
-                                   max_prefix_length))
+        parts.append(
+            _stitched_one(
+                t, traj, int(starts[i]), {k: v[i] for k, v in rollouts.items()}, values, max_prefix_length
+            )
+        )
     return Transitions.concatenate(parts)
 
 
