@@ -115,7 +115,13 @@ class SequenceTrainer:
         if cfg.amp_bf16 and not self.autocast:
             warnings.warn("amp_bf16 is only used on CUDA; training in float32 on CPU.", stacklevel=2)
 
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused AdamW: one kernel per step on CUDA (the default foreach/single-tensor paths elsewhere)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=self.device.type == "cuda" or None,
+        )
         warmup = max(cfg.warmup_steps, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min((s + 1) / warmup, 1.0)
@@ -311,7 +317,7 @@ class SequenceTrainer:
         self.step = int(blob["step"])
         self.history = list(blob["history"])
         self.evals = list(blob["evals"])
-        pass
+        self.sampler.rng.bit_generator.state = blob["sampler_rng"]
         torch.set_rng_state(blob["torch_rng"].cpu())
         if blob["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(blob["cuda_rng"].cpu(), self.device)

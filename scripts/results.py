@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+"""Collect finished runs into a results table and plots.
+
+    python scripts/results.py [--runs runs] [--out results]
+
+Reads every ``metrics.json`` under ``--runs`` that has a ``normalized_score`` (written by
+``scripts/train.py``), groups by (task, algo), and writes
+``<out>/results.md`` (mean ± std over seeds of the D4RL-normalised score, one row per task,
+one column per algo), ``<out>/scores.png`` (per-task bars) and ``<out>/curves.png``
+(training-loss and evaluation curves from each run's ``metrics.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def collect(runs: Path) -> list[dict]:
+    rows = []
+    for path in sorted(runs.rglob("metrics.json")):
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(m, dict) and "normalized_score" in m and "algo" in m:
+            rows.append({**m, "run_dir": str(path.parent)})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["task"], r["algo"])].append(float(r["normalized_score"]))
+    tasks = sorted({t for t, _ in by})
+    algos = sorted({a for _, a in by})
+    lines = ["| task | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos)]
+    means = defaultdict(list)
+    for t in tasks:
+        cells = []
+        for a in algos:
+            s = by.get((t, a))
+            if s:
+                cells.append(f"{np.mean(s):.1f} ± {np.std(s):.1f} (n={len(s)})")
+                means[a].append(np.mean(s))
+            else:
+                cells.append("–")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines.append("| **mean** | " + " | ".join(f"{np.mean(means[a]):.1f}" if means[a] else "–" for a in algos) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return np.zeros(0), np.zeros(0)
+    steps, vals = [], []
+    with open(path) as fh:
+        for row in csv.DictReader(fh):
+            if row["key"] == key:
+                steps.append(int(row["step"]))
+                vals.append(float(row["value"]))
+    return np.asarray(steps), np.asarray(vals)
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["task"], r["algo"])].append(float(r["normalized_score"]))
+    tasks = sorted({t for t, _ in by})
+    algos = sorted({a for _, a in by})
+    fig, ax = plt.subplots(figsize=(max(6, 2 * len(tasks)), 4))
+    width = 0.8 / max(len(algos), 1)
+    for i, a in enumerate(algos):
+        m = [np.mean(by[(t, a)]) if by.get((t, a)) else 0.0 for t in tasks]
+        s = [np.std(by[(t, a)]) if by.get((t, a)) else 0.0 for t in tasks]
+        ax.bar(np.arange(len(tasks)) + i * width, m, width, yerr=s, label=a, capsize=3)
+    ax.set_xticks(np.arange(len(tasks)) + width * (len(algos) - 1) / 2, tasks, rotation=20)
+    ax.set_ylabel("D4RL-normalised score")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in rows:
+        label = f"{r['task']}/{r['algo']}/s{r.get('seed', '?')}"
+        for ax, key in zip(axes, ("policy/loss", "eval/normalized_score"), strict=True):
+            x, y = read_curve(Path(r["run_dir"]), key)
+            if len(x):
+                ax.plot(x, y, label=label)
+    axes[0].set_title("policy training loss")
+    axes[1].set_title("periodic evaluation (normalised score)")
+    for ax in axes:
+        ax.set_xlabel("update")
+    if any(ax.lines for ax in axes):
+        axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default="runs", type=Path)
+    ap.add_argument("--out", default="results", type=Path)
+    args = ap.parse_args()
+    rows = collect(args.runs)
+    if not rows:
+        raise SystemExit(f"error: no finished runs (metrics.json with normalized_score) under {args.runs}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = table(rows)
+    (args.out / "results.md").write_text(md)
+    plot(rows, args.out)
+    print(md)
+    print(f"wrote {args.out / 'results.md'}, {args.out / 'scores.png'}, {args.out / 'curves.png'}")
+
+
+if __name__ == "__main__":
+    main()

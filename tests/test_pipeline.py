@@ -1,0 +1,157 @@
+"""End to end through the real Hydra configs and scripts, on tiny data (preset=smoke)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipd.artifacts import ArtifactStore, config_hash
+from ipd.pipeline import ConfigError, load_config, section
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def run_script(script: str, *overrides: str, check: bool = True, timeout: int = 400):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def smoke_args(data_dir, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    return [f"data.dir={data_dir}", f"paths.runs={runs}", "preset=smoke", "data.download=false"], runs
+
+
+def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
+    args, runs = smoke_args
+    first = run_script("train.py", "task=hopper-medium", *args)
+    out = last_json(first.stdout)
+    assert set(out) >= {"task", "algo", "normalized_score", "normalized_score_std", "episodes", "run_dir"}
+    assert out["task"] == "hopper-medium" and out["algo"] == "ipd"
+    assert np.isfinite(out["normalized_score"])
+    for stage in ("world_model", "value", "augment", "policy"):
+        dirs = list((runs / "hopper-medium" / stage).iterdir())
+        assert len(dirs) == 1 and (dirs[0] / "DONE").is_file() and (dirs[0] / "config.yaml").is_file()
+    stats = json.loads(next((runs / "hopper-medium" / "augment").iterdir()).joinpath("stats.json").read_text())
+    assert stats["selected"] > 0
+    metrics = json.loads((Path(out["run_dir"]) / "metrics.json").read_text())
+    assert metrics["normalized_score"] == out["normalized_score"]
+
+    # Second call with the same config reuses every stage and says so.
+    second = run_script("train.py", "task=hopper-medium", *args)
+    for stage in ("world_model", "value", "augment", "policy"):
+        assert f"{stage}: reusing finished artifact" in second.stdout
+    assert last_json(second.stdout)["normalized_score"] == pytest.approx(out["normalized_score"])
+
+    # A stage-3 change reuses stages 1 and 2 but trains a new policy.
+    third = run_script("train.py", "task=hopper-medium", "policy.train.alpha=0.5", *args)
+    assert "augment: reusing" in third.stdout and "policy: reusing" not in third.stdout
+
+    # The policy checkpoint evaluates alone.
+    ckpt = metrics["checkpoint"]
+    ev = run_script("evaluate.py", f"checkpoint={ckpt}", "episodes=2", "preset=smoke")
+    res = last_json(ev.stdout)
+    assert res["task"] == "hopper-medium" and res["episodes"] == 2
+
+
+@pytest.mark.parametrize("algo", ["dt", "iql"])
+def test_baselines_through_the_same_script(smoke_args, algo):
+    args, runs = smoke_args
+    out = last_json(run_script("train.py", "task=hopper-medium", f"algo={algo}", *args).stdout)
+    assert out["algo"] == algo and np.isfinite(out["normalized_score"])
+
+
+def test_dt_vs_ipd_switch_by_config_alone():
+    ipd = load_config(["algo=ipd"])
+    dt = load_config(["algo=dt"])
+    assert ipd.policy.condition == "value" and ipd.policy.use_augmented and ipd.policy.train.alpha > 0
+    assert dt.policy.condition == "rtg" and not dt.policy.use_augmented and dt.policy.train.alpha == 0
+
+
+def test_every_task_and_group_option_composes():
+    from ipd.models.sequence_trainer import SequenceTrainConfig
+    from ipd.models.transformer import DTConfig
+    from ipd.tasks import TASKS
+
+    for task in TASKS:
+        cfg = load_config([f"task={task}", "preset=paper"])
+        assert cfg.task.name == task
+    for planner in ("mppi", "cem"):
+        assert load_config([f"planner={planner}"]).planner.method == planner
+    cfg = load_config(["preset=smoke"])
+    section(cfg.policy, "model", DTConfig)
+    section(cfg.policy, "train", SequenceTrainConfig)
+
+
+def test_unknown_config_key_gets_hydra_error():
+    proc = run_script("train.py", "policy.train.not_a_key=1", check=False)
+    assert proc.returncode != 0
+    assert "not_a_key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_task_and_missing_dataset_get_clean_errors(tmp_path):
+    proc = run_script("train.py", "task=hoper-medium", check=False)
+    assert proc.returncode != 0 and "hopper-medium" in proc.stderr
+    proc = run_script(
+        "train.py", "task.name=hoper-medium", f"paths.runs={tmp_path}", "data.download=false", check=False
+    )
+    assert proc.returncode == 2 and "Did you mean 'hopper-medium'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_script(
+        "train.py", "task=walker2d-medium", f"data.dir={tmp_path}", f"paths.runs={tmp_path}", "data.download=false",
+        check=False,
+    )
+    assert proc.returncode == 2 and "No dataset for task 'walker2d-medium'" in proc.stderr
+    assert "build.py --only walker2d-medium" in proc.stderr
+
+
+def test_section_names_unknown_keys():
+    from ipd.models.sequence_trainer import SequenceTrainConfig
+
+    cfg = load_config([])
+    cfg.policy.train._set_flag("struct", False)
+    cfg.policy.train.bogus = 1
+    with pytest.raises(ConfigError, match="bogus"):
+        section(cfg.policy, "train", SequenceTrainConfig)
+
+
+def test_multirun_with_joblib_launcher(smoke_args):
+    args, runs = smoke_args
+    proc = run_script(
+        "train.py", "-m", "hydra/launcher=local", "algo=dt", "seed=0,1", "task=hopper-medium", *args, timeout=500
+    )
+    scores = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"task"')]
+    assert sorted(s["algo"] for s in scores) == ["dt", "dt"]
+    assert len({s["run_dir"] for s in scores}) == 2
+
+
+def test_artifact_hash_and_lock(tmp_path):
+    store = ArtifactStore(tmp_path)
+    a = store.artifact("hopper-medium", "value", {"x": 1, "y": [1, 2]})
+    b = store.artifact("hopper-medium", "value", {"y": [1, 2], "x": 1})
+    assert a.path == b.path and a.hash == config_hash({"x": 1, "y": [1, 2]})
+    assert not a.done
+    with store.lock(a):
+        a.finish({"ok": 1})
+    assert a.done and a.metrics() == {"ok": 1}
+    assert store.artifact("hopper-medium", "value", {"x": 2}).path != a.path
