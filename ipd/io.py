@@ -117,4 +117,5 @@ def peek_format(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint {path} is corrupt or not a torch file ({exc}).") from exc
     if not isinstance(blob, dict) or not isinstance(blob.get("format"), dict):
         raise CheckpointError(f"{path} is not an ipd checkpoint (no format header).")
-    return {**blob["format"], "task": blob.get("task")}
+    extra = blob.get("extra") if isinstance(blob.get("extra"), dict) else {}
+    return {**blob["format"], "task": blob.get("task") or blob.get("task_name") or extra.get("task")}

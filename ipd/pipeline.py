@@ -280,53 +280,51 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
         cond = conditioning_values(ctx.cfg, traj, iql)
         scale = float(ctx.cfg.task.return_scale)
         norm = Normalizer.fit(ctx.data.observations)
-        imagined = dataset.extras.get("imagined")
-        weights = None if imagined is None else np.where(imagined, train_cfg.imagined_weight, 1.0)
-        sampler = SequenceSampler(traj, dt_cfg.context, cond, scale, norm, weights, dt_cfg.max_timestep, ctx.seed)
+        sampler = SequenceSampler(traj, dt_cfg.context, cond, scale, norm, None, dt_cfg.max_timestep, ctx.seed)
         model = DecisionTransformer(dataset.obs_dim, dataset.act_dim, dt_cfg)
         critic = iql.q_torch if (iql is not None and train_cfg.alpha > 0) else None
         trainer = SequenceTrainer(
             model, sampler, train_cfg, ctx.device, critic=critic, state_normalizer=norm,
             checkpoint_path=art.file("train_state.pt"), log_fn=lambda m, s: ctx.log(m, s, "policy/"),
         )
-        eval_fn = _periodic_eval(ctx, trainer, norm, scale, iql)
-        metrics = trainer.train(progress=ctx.progress, eval_fn=eval_fn)
-        trainer.save_policy(final, **_policy_meta(ctx, norm, scale, iql))
-        art.finish({**metrics, "wall_time_s": time.perf_counter() - t0})
+        conditioning = _conditioning(ctx)
+        metrics = trainer.train(progress=ctx.progress, eval_fn=_periodic_eval(ctx, norm, conditioning, iql))
+        trainer.save_policy(final, conditioning, extra=_policy_extra(ctx, iql))
+        summary = {k: v for k, v in metrics.items() if k != "history"}
+        art.finish({**summary, "wall_time_s": time.perf_counter() - t0})
         art.file("train_state.pt").unlink(missing_ok=True)
     return final, art
 
 
-def _policy_meta(ctx: Context, norm: Normalizer, scale: float, iql) -> dict:
-    cond = str(ctx.cfg.policy.condition)
-    meta = {
-        "state_normalizer": norm,
-        "conditioning_scale": scale,
-        "conditioning": "rtg" if cond == "rtg" else "value",
-        "target_return": float(ctx.cfg.task.target_return),
-        "task": ctx.task.name,
-    }
-    if cond != "rtg":
-        meta["value_model"] = iql.value_state()  # bundled so evaluate.py needs no other file
-    return meta
+def _conditioning(ctx: Context):
+    from ipd.models.transformer import ConditioningConfig
+
+    mode = "rtg" if str(ctx.cfg.policy.condition) == "rtg" else "value"
+    return ConditioningConfig(mode, float(ctx.cfg.task.return_scale), float(ctx.cfg.task.target_return))
 
 
-def _periodic_eval(ctx: Context, trainer, norm, scale, iql):
+def _policy_extra(ctx: Context, iql) -> dict:
+    """Task name, and for value conditioning the value network, so one file is enough to evaluate."""
+    extra: dict[str, Any] = {"task": ctx.task.name, "algo": str(ctx.cfg.algo)}
+    if str(ctx.cfg.policy.condition) != "rtg":
+        extra["value_checkpoint"] = iql.value_checkpoint()
+    return extra
+
+
+def _periodic_eval(ctx: Context, norm: Normalizer, conditioning, iql):
+    from ipd.models.transformer import DTPolicy
+
     episodes = int(ctx.cfg.policy.get("eval_episodes", 0))
     if episodes <= 0:
         return None
+    value_fn = iql.value_fn() if conditioning.mode == "value" else None
 
     def eval_fn(model, step: int) -> dict:
-        policy = trainer.make_policy(model, **_policy_meta(ctx, norm, scale, iql), value_fn=_value_fn(iql))
+        policy = DTPolicy(model, norm, conditioning, value_fn=value_fn, device=ctx.device)
         res = evaluate(ctx, policy, episodes=episodes)
-        ctx.log({"normalized_score": res.normalized_mean, "return": res.return_mean}, step, "eval/")
-        return {"normalized_score": res.normalized_mean}
+        return {"normalized_score": res.normalized_mean, "return": res.return_mean}
 
     return eval_fn
-
-
-def _value_fn(iql):
-    return None if iql is None else iql.value_fn()
 
 
 # ----------------------------------------------------------------------------- evaluation

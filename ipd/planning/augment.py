@@ -155,7 +155,7 @@ def _rank01(x: np.ndarray) -> np.ndarray:
     return np.argsort(np.argsort(x, kind="stable"), kind="stable") / max(len(x) - 1, 1)
 
 
-ROLLOUT_FIELDS = ("states", "actions", "rewards", "terminals", "uncertainty", "values", "alive", "lengths")
+ROLLOUT_FIELDS = ("states", "actions", "rewards", "terminals", "uncertainty", "values", "alive", "lengths", "valid")
 
 
 def plan_rollouts(
@@ -179,7 +179,8 @@ def plan_rollouts(
         chunk = torch.as_tensor(start_states[b * cfg.batch_size : (b + 1) * cfg.batch_size], device=device)
         gen = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
         ro = planner.rollout(chunk, cfg.rollout_length, generator=gen)
-        part = {k: _np(getattr(ro, k)) for k in ROLLOUT_FIELDS + ("planned_return",)}
+        part = {k: _np(getattr(ro, k)) for k in ROLLOUT_FIELDS + ("planned_return",) if hasattr(ro, k)}
+        part.setdefault("valid", np.ones(len(chunk), bool))  # planners without NaN tracking
         if path is not None:
             atomic_write(path, lambda tmp, part=part: np.savez(open(tmp, "wb"), **part))
         parts.append(part)
@@ -203,6 +204,8 @@ def accept_rollouts(
     max_u = u.max(axis=1) if u.shape[1] else np.zeros(len(u))
     improvement = rollouts["planned_return"] - continuation
     reliable = np.isfinite(rollouts["planned_return"]) & (max_u <= threshold) & (rollouts["lengths"] > 0)
+    if "valid" in rollouts:  # the model produced NaN/inf while executing the rollout
+        reliable &= rollouts["valid"].astype(bool)
     return reliable & (improvement > min_improvement), improvement
 
 
