@@ -154,7 +154,9 @@ def evaluate_policy(
     try:
         with (
             torch.inference_mode(),
-            tqdm(total=rounds * max_episode_steps, desc=f"eval {task.name}", unit="step", disable=not progress) as bar,
+            tqdm(
+                total=rounds * max_episode_steps, desc=f"eval {task.name}", unit="step", disable=not progress
+            ) as bar,
         ):
             for r in range(rounds):
                 first = r * num_envs

@@ -10,7 +10,9 @@ Termination rules are the gymnasium ``*-v4`` healthy-state checks written on the
 *observation* (which omits the x position):
 
 - hopper: ``obs[0]`` (torso height) > 0.7, ``|obs[1]|`` (torso angle) < 0.2 and every
-  other entry in (-100, 100);
+  other entry in (-100, 100) (the env checks unclipped joint velocities, the observation
+  holds them clipped to ±10, so that part of the rule cannot fire from observations; real
+  rollouts never reach |qvel| > 100, see tests/test_tasks.py);
 - walker2d: 0.8 < ``obs[0]`` < 2.0 and -1 < ``obs[1]`` < 1;
 - halfcheetah: never terminates.
 """
@@ -119,7 +121,9 @@ class TaskSpec:
 
 
 TASKS: dict[str, TaskSpec] = {
-    f"{env}-{level}": TaskSpec(f"{env}-{level}", spec, level) for env, spec in ENVS.items() for level in LEVELS
+    f"{env}-{level}": TaskSpec(f"{env}-{level}", spec, level)
+    for env, spec in ENVS.items()
+    for level in LEVELS
 }
 
 

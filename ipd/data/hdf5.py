@@ -25,8 +25,8 @@ def write_hdf5(
     path: str | os.PathLike, transitions: Transitions, attrs: dict | None = None, compress: bool = True
 ) -> Path:
     """Atomically write transitions (and their extras) in D4RL layout."""
-    # fletcher32 checksums every chunk, so bit rot in the data fails loudly on read.
-    kwargs = {"compression": "gzip", "compression_opts": 4, "fletcher32": True} if compress else {}
+    # gzip (zlib) streams carry an adler32 checksum, so bit rot in the data fails loudly on read.
+    kwargs = {"compression": "gzip", "compression_opts": 4} if compress else {}
 
     def _write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:

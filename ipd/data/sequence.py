@@ -58,6 +58,8 @@ class SequenceSampler:
         self._actions = np.concatenate([t.actions, np.zeros((1, t.act_dim), np.float32)])
         self._cond = np.concatenate([cond / conditioning_scale, [0.0]]).astype(np.float32)
         w = np.ones(len(t), np.float32) if row_weights is None else np.asarray(row_weights, np.float32)
+        if w.shape != (len(t),):
+            raise ValueError(f"row_weights has shape {w.shape}, expected ({len(t)},)")
         self._weights = np.concatenate([w, [0.0]]).astype(np.float32)
         self._timesteps = np.concatenate([np.minimum(trajectories.timesteps, max_timestep - 1), [0]])
         self._probs = trajectories.lengths / trajectories.lengths.sum()

@@ -76,14 +76,17 @@ def download(
                 total = 0
             with (
                 open(tmp, "wb") as f,
-                tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar,
+                tqdm(
+                    total=total or None, unit="B", unit_scale=True, desc=dest.name, disable=not progress
+                ) as bar,
             ):
                 while True:
                     try:
                         block = resp.read(chunk)
                     except net_errors as exc:
+                        why = f"{type(exc).__name__}: {exc}"
                         raise DatasetError(
-                            f"Download of {url} was interrupted after {got} bytes: {type(exc).__name__}: {exc}"
+                            f"Download of {url} was interrupted after {got} bytes: {why}"
                         ) from exc
                     if not block:
                         break

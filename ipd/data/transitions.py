@@ -89,7 +89,8 @@ class Transitions:
 
     def subset(self, index: np.ndarray) -> Transitions:
         return Transitions(
-            *(getattr(self, k)[index] for k in CORE_KEYS), extras={k: v[index] for k, v in self.extras.items()}
+            *(getattr(self, k)[index] for k in CORE_KEYS),
+            extras={k: v[index] for k, v in self.extras.items()},
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -191,12 +192,16 @@ class Normalizer:
 
     def normalize(self, x):
         if isinstance(x, torch.Tensor):
-            return (x - torch.as_tensor(self.mean, device=x.device)) / torch.as_tensor(self.std, device=x.device)
+            return (x - torch.as_tensor(self.mean, device=x.device)) / torch.as_tensor(
+                self.std, device=x.device
+            )
         return (x - self.mean) / self.std
 
     def denormalize(self, x):
         if isinstance(x, torch.Tensor):
-            return x * torch.as_tensor(self.std, device=x.device) + torch.as_tensor(self.mean, device=x.device)
+            return x * torch.as_tensor(self.std, device=x.device) + torch.as_tensor(
+                self.mean, device=x.device
+            )
         return x * self.std + self.mean
 
     def state_dict(self) -> dict[str, np.ndarray]:
