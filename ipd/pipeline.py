@@ -171,7 +171,7 @@ def learn_value(ctx: Context):
                 atomic_write(state, lambda tmp: torch.save(learner.state_dict(), tmp))
 
             metrics = learner.fit(ctx.data, progress=ctx.progress, callback=checkpoint)
-            learner.save(final)
+            learner.save(final, task=ctx.task.name)
             art.finish({**metrics, "wall_time_s": time.perf_counter() - t0})
             state.unlink(missing_ok=True)
     return IQLLearner.load(final, ctx.device), art
@@ -307,7 +307,7 @@ def _policy_extra(ctx: Context, iql) -> dict:
     """Task name, and for value conditioning the value network, so one file is enough to evaluate."""
     extra: dict[str, Any] = {"task": ctx.task.name, "algo": str(ctx.cfg.algo)}
     if str(ctx.cfg.policy.condition) != "rtg":
-        extra["value_checkpoint"] = iql.value_checkpoint()
+        extra["value_model"] = iql.value_state()
     return extra
 
 
@@ -451,9 +451,16 @@ def load_policy(path: str | Path, device: torch.device | str = "cpu"):
 
         return IQLLearner.load(path, device).policy()
     if kind == "ipd.dt":
-        from ipd.models.transformer import DTPolicy
+        from ipd.models.transformer import DTPolicy, load_dt
+        from ipd.models.value import IQLValue
 
-        return DTPolicy.from_checkpoint(path, device)
+        b = load_dt(path, device)
+        value_fn = None
+        if b.conditioning.mode == "value":
+            if "value_model" not in b.extra:
+                raise ConfigError(f"{path} is value-conditioned but bundles no value model; re-run distill.")
+            value_fn = IQLValue.from_state_dict(b.extra["value_model"], device)
+        return DTPolicy(b.model, b.state_normalizer, b.conditioning, value_fn=value_fn, device=device)
     raise ConfigError(f"{path} is a '{kind}' checkpoint, not a policy (expected ipd.dt or ipd.iql).")
 
 

@@ -1,0 +1,744 @@
+"""IQL value learner with AWR policy extraction (IPD stage 1 "quasi-optimal value", and the IQL baseline).
+
+Implicit Q-Learning (Kostrikov, Nair & Levine, "Offline Reinforcement Learning with Implicit
+Q-Learning", ICLR 2022, arXiv 2110.06169):
+
+- V(s) is fit by expectile regression (expectile tau, 0.7 for locomotion) to min of the twin
+  *target* Qs at dataset actions: ``L_V = E[|tau - 1(u < 0)| u^2]``, ``u = min_i Q'_i(s, a) - V(s)``.
+- Each of the twin Qs is fit to ``r + gamma (1 - terminal) V(s')`` with the dataset's true ``s'``.
+- Target Qs are Polyak-averaged copies of the Qs (rate 0.005).
+- The policy is extracted by advantage-weighted regression (AWR, Peng et al. 2019; as in IQL):
+  ``L_pi = E[min(exp(beta * A(s, a)), max_weight) * (-log pi(a|s))]`` with
+  ``A = min_i Q'_i(s, a) - V(s)``; the deterministic actor replaces ``-log pi`` by the squared
+  error. The actor's learning rate follows a cosine decay over ``num_updates`` (as in IQL).
+
+Implementation details follow CORL's ``iql.py`` (Tarasov et al., 2022): ReLU MLPs, states
+normalised with dataset mean/std (eps 1e-3), one Adam per network group, the Gaussian actor has
+a tanh'd mean and a state-independent log-std clamped to [-20, 2], and its log-likelihood is that
+of a plain (unsquashed) Normal at the dataset action (Kostrikov's ``NormalTanhPolicy`` with
+``tanh_squash_distribution=False`` is the same model).
+
+Units: training uses internally scaled rewards ``r * reward_scale`` (``reward_normalization``);
+every public value API (:meth:`IQLLearner.value`, :meth:`~IQLLearner.q`,
+:meth:`~IQLLearner.advantage`, :meth:`~IQLLearner.value_fn`, :meth:`~IQLLearner.q_torch`) divides
+by ``reward_scale``, so values are in **env-return units** (discounted returns of raw env rewards),
+comparable with dataset returns-to-go and model-predicted rewards. All public APIs take **raw**
+(un-normalised) states.
+
+Deviation/assumption:
+- The twin Qs are one vectorised 2-member ensemble (batched matmuls, no Python loop over members).
+- V and Q losses share one backward pass and one Adam (their parameters are disjoint, so this
+  equals two separate Adam steps at the same lr); the actor uses its own Adam with the cosine
+  schedule. As in CORL, the actor's advantage uses V *before* this step's V update (the original
+  IQL uses the updated V; the difference is one step of lag).
+- :meth:`IQLLearner.q`, :meth:`~IQLLearner.advantage` and :meth:`~IQLLearner.q_torch` use the
+  Polyak-averaged target Qs: these are the Qs that V is regressed against and that define IQL's
+  advantage, and their parameters never require grad, so Stage 3 can backpropagate through
+  ``q_torch`` into actions without touching the critic.
+- Reward normalisation: ``"returns"`` is IQL's locomotion rule ``r * 1000 / (max episode return -
+  min episode return)``, with episodes split at ``terminals | timeouts`` (DESIGN.md §3); ``"std"``
+  divides by the reward std; ``"none"`` keeps raw rewards. Only a *scale* is applied (no shift such
+  as antmaze's ``r - 1``), so values map back to env units exactly.
+- Dropout (``dropout``) applies to the actor's hidden layers only (CORL's ``actor_dropout``) and
+  draws from the learner's own ``torch.Generator``, so training never touches the global RNG and a
+  resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ipd.data.transitions import Normalizer, Trajectories, Transitions
+from ipd.io import CheckpointError, load_checkpoint, save_checkpoint
+
+CHECKPOINT_NAME = "ipd.iql"
+CHECKPOINT_VERSION = 1
+VALUE_STATE_NAME = "ipd.iql_value"
+VALUE_STATE_VERSION = 1
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+@dataclass
+class IQLConfig:
+    """Hyper-parameters of :class:`IQLLearner` (defaults: IQL / CORL for D4RL locomotion).
+
+    hidden_dims: hidden layer widths of the V, Q and actor MLPs.
+    lr: Adam learning rate of V and the twin Qs.
+    actor_lr: Adam learning rate of the actor at step 0 (cosine-decayed to 0 over
+        ``num_updates``); None = ``lr``.
+    batch_size: transitions per update.
+    gamma: discount.
+    expectile: tau of V's expectile regression (0.7 locomotion, 0.9 antmaze; -> 1 approaches max_a Q).
+    polyak: target-Q update rate, ``Q' <- (1 - polyak) Q' + polyak Q``.
+    beta: AWR inverse temperature (advantages in internal, reward-normalised units).
+    max_weight: clip of the AWR weight ``exp(beta * A)``.
+    actor: "gaussian" (tanh mean + learned log-std, weighted log-likelihood) or "deterministic"
+        (tanh output, weighted squared error).
+    state_dependent_std: Gaussian actor only; predict log-std from the state instead of a
+        state-independent parameter (CORL/IQL default: False).
+    log_std_min / log_std_max: clamp of the Gaussian actor's log-std (CORL: -20, 2).
+    dropout: dropout rate on the actor's hidden layers; None = no dropout.
+    reward_normalization: "returns" (r * 1000 / (max - min episode return), IQL locomotion),
+        "std" (r / std(r)) or "none".
+    num_updates: total gradient steps; also the period of the actor's cosine schedule.
+    log_every: default period (in updates) of ``fit``'s callback and metric logging.
+    normalize_states: normalise states with the dataset mean/std (stored in the checkpoint).
+    seed: seeds network init, batch sampling (numpy Generator) and dropout (torch Generator).
+    """
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    lr: float = 3e-4
+    actor_lr: float | None = None
+    batch_size: int = 256
+    gamma: float = 0.99
+    expectile: float = 0.7
+    polyak: float = 0.005
+    beta: float = 3.0
+    max_weight: float = 100.0
+    actor: Literal["gaussian", "deterministic"] = "gaussian"
+    state_dependent_std: bool = False
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+    dropout: float | None = None
+    reward_normalization: Literal["returns", "std", "none"] = "returns"
+    num_updates: int = 1_000_000
+    log_every: int = 5_000
+    normalize_states: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
+        if self.actor not in ("gaussian", "deterministic"):
+            raise ValueError(f"IQLConfig.actor must be 'gaussian' or 'deterministic', got '{self.actor}'.")
+        if self.reward_normalization not in ("returns", "std", "none"):
+            raise ValueError(
+                f"IQLConfig.reward_normalization must be 'returns', 'std' or 'none', got "
+                f"'{self.reward_normalization}'."
+            )
+        if not 0.0 < self.expectile < 1.0:
+            raise ValueError(f"IQLConfig.expectile must be in (0, 1), got {self.expectile}.")
+        if not 0.0 < self.polyak <= 1.0:
+            raise ValueError(f"IQLConfig.polyak must be in (0, 1], got {self.polyak}.")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"IQLConfig.dropout must be None or in [0, 1), got {self.dropout}.")
+        if self.num_updates < 1 or self.batch_size < 1:
+            raise ValueError("IQLConfig.num_updates and batch_size must be >= 1.")
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """Asymmetric squared loss ``mean(|tau - 1(diff < 0)| * diff^2)`` with ``diff = target - prediction``.
+
+    Minimising it over a constant prediction gives the tau-expectile of the targets: positive
+    residuals (prediction too low) weigh tau, negative ones 1 - tau.
+    """
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.square()).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks
+
+
+def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(in_dim, h), nn.ReLU()]
+        in_dim = h
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class EnsembleMLP(nn.Module):
+    """``E`` independent ReLU MLPs evaluated with batched matmuls: ``[B, in] -> [E, B, out]``.
+
+    Each member's layers are initialised like ``nn.Linear`` (uniform +-1/sqrt(fan_in)).
+    """
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], out_dim: int, members: int) -> None:
+        super().__init__()
+        dims = (in_dim, *hidden, out_dim)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+            bound = 1.0 / math.sqrt(d_in)
+            self.weights.append(nn.Parameter(torch.empty(members, d_in, d_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound)))
+        self.members = members
+
+    def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
+        h = x.unsqueeze(0).expand(self.members, *x.shape)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if detach_params:
+                w, b = w.detach(), b.detach()
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = torch.relu(h)
+        return h
+
+
+class Actor(nn.Module):
+    """Tanh-mean actor; ``gaussian`` adds a (state-independent or -dependent) log-std head.
+
+    Dropout is applied manually with an explicit ``torch.Generator`` so training is reproducible
+    without the global RNG.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: IQLConfig) -> None:
+        super().__init__()
+        self.gaussian = cfg.actor == "gaussian"
+        self.state_dependent_std = self.gaussian and cfg.state_dependent_std
+        self.dropout = float(cfg.dropout or 0.0)
+        self.log_std_min, self.log_std_max = cfg.log_std_min, cfg.log_std_max
+        dims = (obs_dim, *cfg.hidden_dims)
+        self.hidden = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims[:-1], dims[1:], strict=True))
+        out = 2 * act_dim if self.state_dependent_std else act_dim
+        self.head = nn.Linear(dims[-1], out)
+        self.act_dim = act_dim
+        if self.gaussian and not self.state_dependent_std:
+            self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def forward(
+        self, obs: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean action in [-1, 1] and log-std (None for the deterministic actor).
+
+        Dropout is active iff ``generator`` is given (training).
+        """
+        h = obs
+        for layer in self.hidden:
+            h = torch.relu(layer(h))
+            if generator is not None and self.dropout > 0:
+                keep = torch.rand(h.shape, generator=generator, device=h.device) >= self.dropout
+                h = h * keep / (1.0 - self.dropout)
+        out = self.head(h)
+        if not self.gaussian:
+            return torch.tanh(out), None
+        if self.state_dependent_std:
+            mean, log_std = out.split(self.act_dim, dim=-1)
+        else:
+            mean, log_std = out, self.log_std.expand_as(out)
+        return torch.tanh(mean), log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def bc_loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Per-sample behaviour-cloning loss [B]: -log N(a; mean, std) or ||mean - a||^2."""
+        mean, log_std = self(obs, generator)
+        if log_std is None:
+            return (mean - actions).square().sum(-1)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (0.5 * z.square() + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Standalone value function
+
+
+class IQLValue:
+    """V(s) in env-return units from raw states: an :class:`ipd.models.base.ValueFunction`.
+
+    ``__call__(states [B, obs] tensor) -> [B]`` on the states' device, under no_grad. Built by
+    :meth:`IQLLearner.value_fn` (sharing the learner's live network) or, standalone, from
+    :meth:`IQLLearner.value_state` via :meth:`from_state_dict` (e.g. bundled in a DT checkpoint).
+    """
+
+    def __init__(
+        self, net: nn.Module, normalizer: Normalizer, reward_scale: float, device: torch.device
+    ) -> None:
+        self.net, self.device = net, torch.device(device)
+        self.normalizer, self.reward_scale = normalizer, float(reward_scale)
+        self._mean = torch.as_tensor(normalizer.mean, device=self.device)
+        self._std = torch.as_tensor(normalizer.std, device=self.device)
+
+    def __call__(self, states: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = states.to(self.device, torch.float32)
+            v = self.net((x - self._mean) / self._std).squeeze(-1) / self.reward_scale
+        return v.to(states.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        net = self.net
+        hidden = tuple(m.out_features for m in net if isinstance(m, nn.Linear))[:-1]
+        return {
+            "format": {"name": VALUE_STATE_NAME, "version": VALUE_STATE_VERSION},
+            "obs_dim": int(net[0].in_features),
+            "hidden_dims": hidden,
+            "net": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "normalizer": self.normalizer.state_dict(),
+            "reward_scale": self.reward_scale,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> IQLValue:
+        header = state.get("format") if isinstance(state, dict) else None
+        if not isinstance(header, dict) or header.get("name") != VALUE_STATE_NAME:
+            raise CheckpointError(f"Not an IQL value state (expected format '{VALUE_STATE_NAME}').")
+        if header.get("version") != VALUE_STATE_VERSION:
+            raise CheckpointError(
+                f"IQL value state of format version {header.get('version')}; this ipd reads "
+                f"version {VALUE_STATE_VERSION}. Re-train the value function with this version."
+            )
+        try:
+            net = _mlp(int(state["obs_dim"]), tuple(state["hidden_dims"]), 1)
+            net.load_state_dict(state["net"])
+            norm = Normalizer.from_state_dict(state["normalizer"])
+            scale = float(state["reward_scale"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"Malformed IQL value state ({exc}).") from exc
+        return cls(net.to(device).eval().requires_grad_(False), norm, scale, torch.device(device))
+
+
+# ----------------------------------------------------------------------------------------------
+# Learner
+
+
+class IQLLearner:
+    """IQL: V by expectile regression, twin Q by TD on V, AWR actor; see the module docstring.
+
+    All public methods accept numpy arrays or tensors of **raw** states / actions in [-1, 1]
+    (batched, ``[B, obs]`` / ``[B, act]``). ``value``, ``q``, ``advantage`` and ``act`` return
+    numpy for numpy input and a tensor on the learner's device for tensor input. Values are in
+    env-return units.
+
+    Typical use::
+
+        learner = IQLLearner(obs_dim, act_dim, IQLConfig(), device="cuda")
+        learner.fit(transitions, callback=lambda step, metrics: ...)
+        learner.save("iql.pt"); learner = IQLLearner.load("iql.pt", "cuda")
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, cfg: IQLConfig | None = None, device: str | torch.device = "cpu"
+    ) -> None:
+        self.cfg = cfg = cfg or IQLConfig()
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.device = torch.device(device)
+        # Init on CPU from the config seed, so the networks do not depend on the device or on
+        # the caller's global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.v_net = _mlp(self.obs_dim, cfg.hidden_dims, 1)
+            self.q_net = EnsembleMLP(self.obs_dim + self.act_dim, cfg.hidden_dims, 1, members=2)
+            self.actor = Actor(self.obs_dim, self.act_dim, cfg)
+        self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
+        for m in (self.v_net, self.q_net, self.actor, self.q_target):
+            m.to(self.device)
+        fused = self.device.type == "cuda"  # one kernel per optimiser step instead of one per tensor
+        self.critic_optimizer = torch.optim.Adam(
+            [*self.v_net.parameters(), *self.q_net.parameters()], lr=cfg.lr, fused=fused
+        )
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor.parameters(), lr=cfg.actor_lr or cfg.lr, fused=fused
+        )
+        self.actor_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.actor_optimizer, cfg.num_updates
+        )
+        self.step = 0
+        self.rng = np.random.default_rng(cfg.seed)  # batch indices
+        self.generator = torch.Generator(self.device)  # actor dropout
+        self.generator.manual_seed(cfg.seed)
+        self.act_generator = torch.Generator(self.device)  # stochastic act(); not training state
+        self.act_generator.manual_seed(cfg.seed + 1)
+        self.set_data_stats(Normalizer.identity(self.obs_dim), 1.0)
+        self.data_stats_fitted = False
+        self._target_params = list(self.q_target.parameters())
+        self._online_params = list(self.q_net.parameters())
+
+    # ------------------------------------------------------------------ data statistics
+
+    def set_data_stats(self, normalizer: Normalizer, reward_scale: float) -> None:
+        """Set the state normaliser and the reward scale (internal reward = env reward * scale)."""
+        if normalizer.mean.shape != (self.obs_dim,):
+            raise ValueError(f"normalizer has dim {normalizer.mean.shape}, expected ({self.obs_dim},)")
+        if not (np.isfinite(reward_scale) and reward_scale > 0):
+            raise ValueError(f"reward_scale must be finite and > 0, got {reward_scale}")
+        self.normalizer, self.reward_scale = normalizer, float(reward_scale)
+        self._mean = torch.as_tensor(normalizer.mean, device=self.device)
+        self._std = torch.as_tensor(normalizer.std, device=self.device)
+        self.data_stats_fitted = True
+
+    def fit_data_stats(self, transitions: Transitions) -> None:
+        """Fit the state normaliser and the reward scale on a dataset (``fit`` does it once)."""
+        if transitions.obs_dim != self.obs_dim or transitions.act_dim != self.act_dim:
+            raise ValueError(
+                f"dataset has obs/act dims {transitions.obs_dim}/{transitions.act_dim}, "
+                f"learner expects {self.obs_dim}/{self.act_dim}"
+            )
+        norm = (
+            Normalizer.fit(transitions.observations)
+            if self.cfg.normalize_states
+            else Normalizer.identity(self.obs_dim)
+        )
+        self.set_data_stats(norm, reward_scale_for(transitions, self.cfg.reward_normalization))
+
+    # ------------------------------------------------------------------ conversion helpers
+
+    def _tensor(self, x: ArrayLike) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=self.device)
+
+    def _norm(self, states: torch.Tensor) -> torch.Tensor:
+        return (states - self._mean) / self._std
+
+    @staticmethod
+    def _like(out: torch.Tensor, ref: ArrayLike) -> ArrayLike:
+        return out if isinstance(ref, torch.Tensor) else out.cpu().numpy()
+
+    def _q_min(self, net: EnsembleMLP, nstates: torch.Tensor, actions: torch.Tensor, detach: bool = False):
+        return net(torch.cat([nstates, actions], -1), detach_params=detach).squeeze(-1).min(0).values
+
+    # ------------------------------------------------------------------ training
+
+    def _loss(self, obs, act, rew, next_obs, term) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum of the V, Q and actor losses (disjoint parameters) for normalised, reward-scaled data."""
+        cfg = self.cfg
+        with torch.no_grad():
+            target_q = self._q_min(self.q_target, obs, act)
+            next_v = self.v_net(next_obs).squeeze(-1)
+            td_target = rew + cfg.gamma * (1.0 - term) * next_v
+        v = self.v_net(obs).squeeze(-1)
+        adv = target_q - v
+        v_loss = expectile_loss(adv, cfg.expectile)
+        qs = self.q_net(torch.cat([obs, act], -1)).squeeze(-1)  # [2, B]
+        q_loss = (qs - td_target).square().mean()  # mean over both members, as CORL
+        weights = torch.exp(cfg.beta * adv.detach()).clamp(max=cfg.max_weight)
+        bc = self.actor.bc_loss(obs, act, self.generator if self.actor.dropout > 0 else None)
+        actor_loss = (weights * bc).mean()
+        metrics = {
+            "v_loss": v_loss.detach(),
+            "q_loss": q_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "v_mean": v.detach().mean() / self.reward_scale,
+            "q_mean": target_q.mean() / self.reward_scale,
+            "adv_mean": adv.detach().mean() / self.reward_scale,
+            "awr_weight_mean": weights.mean(),
+        }
+        return v_loss + q_loss + actor_loss, metrics
+
+    def _update_tensors(self, obs, act, rew, next_obs, term) -> dict[str, torch.Tensor]:
+        loss, metrics = self._loss(obs, act, rew, next_obs, term)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optimizer.step()
+        self.actor_optimizer.step()
+        self.actor_scheduler.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._online_params, self.cfg.polyak)
+        self.step += 1
+        return metrics
+
+    def update(self, batch: dict[str, ArrayLike] | Transitions) -> dict[str, float]:
+        """One gradient step of V, Q and the actor on a batch of **raw** transitions.
+
+        ``batch``: a :class:`Transitions` or a mapping with ``observations``, ``actions``,
+        ``rewards`` (env units), ``next_observations`` and ``terminals``; states are normalised
+        and rewards scaled with the learner's data statistics. Returns float metrics.
+        """
+        get = (lambda k: getattr(batch, k)) if isinstance(batch, Transitions) else batch.__getitem__
+        metrics = self._update_tensors(
+            self._norm(self._tensor(get("observations"))),
+            self._tensor(get("actions")),
+            self._tensor(get("rewards")).reshape(-1) * self.reward_scale,
+            self._norm(self._tensor(get("next_observations"))),
+            self._tensor(get("terminals")).reshape(-1),
+        )
+        return {k: float(v) for k, v in metrics.items()} | {"actor_lr": self.actor_scheduler.get_last_lr()[0]}
+
+    def fit(
+        self,
+        transitions: Transitions,
+        num_updates: int | None = None,
+        progress: bool = True,
+        callback: Callable[[int, dict[str, float]], Any] | None = None,
+        callback_every: int | None = None,
+    ) -> dict[str, Any]:
+        """Train from ``self.step`` until ``self.step == num_updates`` (default ``cfg.num_updates``).
+
+        ``num_updates`` is the *total* step count to reach, so ``fit(n)`` after
+        ``load_state_dict`` continues an interrupted run. The first call fits the state
+        normaliser and reward scale on ``transitions`` (unless already set or restored).
+        Batches are drawn uniformly with replacement by the learner's seeded numpy Generator.
+        ``callback(step, metrics)`` runs every ``callback_every`` (default ``cfg.log_every``)
+        updates and at the end, with metrics averaged since the previous call; use it to
+        evaluate (e.g. :meth:`policy`) and to checkpoint :meth:`state_dict`.
+
+        Returns ``{"step", "reward_scale", "updates_per_s", "history", **last metrics}``.
+        """
+        total = int(num_updates if num_updates is not None else self.cfg.num_updates)
+        every = max(int(callback_every or self.cfg.log_every), 1)
+        if total > self.cfg.num_updates:
+            warnings.warn(
+                f"fit to {total} updates, beyond cfg.num_updates={self.cfg.num_updates}: the actor's cosine "
+                "learning-rate schedule restarts after cfg.num_updates. Set cfg.num_updates instead.",
+                stacklevel=2,
+            )
+        if not self.data_stats_fitted:
+            self.fit_data_stats(transitions)
+        data = self._device_dataset(transitions)
+        n, bs = len(transitions), self.cfg.batch_size
+        sums: dict[str, torch.Tensor] = {}  # running sums on device: no host sync per step
+        history: list[dict[str, float]] = []
+        last: dict[str, float] = {}
+        t0, s0 = time.perf_counter(), self.step
+        t_win, s_win = t0, self.step
+        self._train_mode(True)
+        with tqdm(
+            total=total, initial=min(self.step, total), disable=not progress, desc="iql", dynamic_ncols=True
+        ) as bar:
+            while self.step < total:
+                idx = torch.from_numpy(self.rng.integers(0, n, size=bs)).to(self.device, non_blocking=True)
+                metrics = self._update_tensors(*(x[idx] for x in data))
+                for k, v in metrics.items():
+                    sums[k] = sums[k] + v if k in sums else v
+                bar.update(1)
+                if self.step % every == 0 or self.step == total:
+                    now = time.perf_counter()
+                    last = {k: v.item() / (self.step - s_win) for k, v in sums.items()}
+                    last["actor_lr"] = self.actor_scheduler.get_last_lr()[0]
+                    last["updates_per_s"] = (self.step - s_win) / max(now - t_win, 1e-9)
+                    sums, t_win, s_win = {}, now, self.step
+                    history.append({"step": self.step, **last})
+                    bar.set_postfix(v=f"{last['v_mean']:.1f}", q_loss=f"{last['q_loss']:.3g}")
+                    if callback is not None:
+                        self._train_mode(False)
+                        callback(self.step, dict(last))
+                        self._train_mode(True)
+        self._train_mode(False)
+        elapsed = time.perf_counter() - t0
+        return {
+            **last,
+            "step": self.step,
+            "reward_scale": self.reward_scale,
+            "updates_per_s": (self.step - s0) / max(elapsed, 1e-9),
+            "history": history,
+        }
+
+    def _device_dataset(self, t: Transitions) -> tuple[torch.Tensor, ...]:
+        """Normalised states, actions, scaled rewards, normalised next states, terminals on device.
+
+        Only ``terminals`` stop bootstrapping: a timeout is a truncation, its ``s'`` still has value.
+        """
+        return (
+            self._norm(self._tensor(t.observations)),
+            self._tensor(t.actions),
+            self._tensor(t.rewards) * self.reward_scale,
+            self._norm(self._tensor(t.next_observations)),
+            self._tensor(t.terminals.astype(np.float32)),
+        )
+
+    def _train_mode(self, on: bool) -> None:
+        for m in (self.v_net, self.q_net, self.actor):
+            m.train(on)
+
+    # ------------------------------------------------------------------ inference
+
+    def value(self, states: ArrayLike) -> ArrayLike:
+        """V(s) [B] in env-return units."""
+        with torch.no_grad():
+            out = self.v_net(self._norm(self._tensor(states))).squeeze(-1) / self.reward_scale
+        return self._like(out, states)
+
+    def q(self, states: ArrayLike, actions: ArrayLike) -> ArrayLike:
+        """min_i Q'_i(s, a) [B] (twin target Qs) in env-return units."""
+        with torch.no_grad():
+            out = self._q_min(self.q_target, self._norm(self._tensor(states)), self._tensor(actions))
+        return self._like(out / self.reward_scale, states)
+
+    def advantage(self, states: ArrayLike, actions: ArrayLike) -> ArrayLike:
+        """A(s, a) = min_i Q'_i(s, a) - V(s) [B] in env-return units (IQL's AWR advantage)."""
+        with torch.no_grad():
+            s = self._norm(self._tensor(states))
+            out = self._q_min(self.q_target, s, self._tensor(actions)) - self.v_net(s).squeeze(-1)
+        return self._like(out / self.reward_scale, states)
+
+    def q_torch(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Differentiable min_i Q'_i(s, a) [B] in env-return units, for raw states.
+
+        Gradients flow to ``actions`` (and ``states``), never into the critic's parameters
+        (the target Qs are frozen copies). Used by Stage 3's Q-regularised loss.
+        """
+        s = self._norm(states.to(self.device, torch.float32))
+        q = self._q_min(self.q_target, s, actions.to(self.device, torch.float32), detach=True)
+        return q / self.reward_scale
+
+    def act(self, observations: ArrayLike, deterministic: bool = True) -> ArrayLike:
+        """AWR actor actions [B, act] in [-1, 1]: the mean, or a Gaussian sample when not deterministic."""
+        with torch.no_grad():
+            mean, log_std = self.actor(self._norm(self._tensor(observations)))
+            if not deterministic and log_std is not None:
+                noise = torch.randn(mean.shape, generator=self.act_generator, device=self.device)
+                mean = mean + noise * log_std.exp()
+            out = mean.clamp(-1.0, 1.0)
+        return self._like(out, observations)
+
+    def policy(self, deterministic: bool = True) -> IQLPolicy:
+        """The AWR actor as an :class:`ipd.models.base.Policy` for :func:`ipd.evaluation.evaluate_policy`."""
+        return IQLPolicy(self, deterministic)
+
+    def value_fn(self) -> IQLValue:
+        """V as an :class:`ipd.models.base.ValueFunction` (tensor [B, obs] -> [B], env units, no_grad).
+
+        Shares the learner's network (so it tracks further training) and takes the normaliser and
+        reward scale current at call time: call it after the first :meth:`fit`.
+        """
+        return IQLValue(self.v_net, self.normalizer, self.reward_scale, self.device)
+
+    def value_state(self) -> dict[str, Any]:
+        """A self-contained, versioned dict for V alone; rebuild with :meth:`IQLValue.from_state_dict`."""
+        return self.value_fn().state_dict()
+
+    def actor_prior(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Planning prior (:class:`ipd.models.base.ActionPrior`): raw states [B, obs] -> mean action [B, act].
+
+        Deterministic (the actor's mean, clamped to [-1, 1]), under no_grad, on the states' device.
+        """
+
+        def prior(states: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                mean, _ = self.actor(self._norm(states.to(self.device, torch.float32)))
+            return mean.clamp(-1.0, 1.0).to(states.device)
+
+        return prior
+
+    # ------------------------------------------------------------------ state / checkpoints
+
+    def _networks(self) -> dict[str, nn.Module]:
+        return {"v_net": self.v_net, "q_net": self.q_net, "q_target": self.q_target, "actor": self.actor}
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "config": asdict(self.cfg),
+            "normalizer": self.normalizer.state_dict(),
+            "reward_scale": self.reward_scale,
+            "data_stats_fitted": self.data_stats_fitted,
+            "step": self.step,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Full training state: networks, targets, optimisers, scheduler, step, RNGs, data stats.
+
+        Tensors are the live ones (as ``nn.Module.state_dict``): ``torch.save`` it, or deep-copy
+        it to keep a snapshot while training continues.
+        """
+        return {
+            **self._meta(),
+            "networks": {k: m.state_dict() for k, m in self._networks().items()},
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "actor_scheduler": self.actor_scheduler.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_generator": self.generator.get_state(),
+            "act_generator": self.act_generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (training state or the network part of a checkpoint)."""
+        if (state["obs_dim"], state["act_dim"]) != (self.obs_dim, self.act_dim):
+            raise ValueError(
+                f"state is for obs/act dims {state['obs_dim']}/{state['act_dim']}, "
+                f"learner has {self.obs_dim}/{self.act_dim}"
+            )
+        for k, m in self._networks().items():
+            m.load_state_dict(state["networks"][k])
+        self.set_data_stats(Normalizer.from_state_dict(state["normalizer"]), state["reward_scale"])
+        self.data_stats_fitted = bool(state["data_stats_fitted"])
+        self.step = int(state["step"])
+        if "critic_optimizer" in state:
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+            self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+            self.actor_scheduler.load_state_dict(state["actor_scheduler"])
+            self.rng.bit_generator.state = state["numpy_rng"]
+            self.generator.set_state(state["torch_generator"].cpu())
+            self.act_generator.set_state(state["act_generator"].cpu())
+
+    def save(self, path: str | os.PathLike, task: str | None = None, training_state: bool = False) -> None:
+        """Atomically save a versioned checkpoint (``ipd.iql`` v1) usable alone by :meth:`load`.
+
+        Holds networks, target Qs, normaliser, reward scale, dims, config and step (``task`` is
+        recorded for ``scripts/evaluate.py``); ``training_state=True`` adds optimisers, scheduler
+        and RNGs so that training can continue from it.
+        """
+        if training_state:
+            payload = self.state_dict()
+        else:
+            payload = {**self._meta(), "networks": {k: m.state_dict() for k, m in self._networks().items()}}
+        payload = {k: _to_cpu(v) for k, v in payload.items()}
+        save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**payload, "task": task})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> IQLLearner:
+        """Load a checkpoint written by :meth:`save`; raises :class:`ipd.io.CheckpointError`."""
+        blob = load_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, map_location="cpu")
+        try:
+            learner = cls(blob["obs_dim"], blob["act_dim"], IQLConfig(**blob["config"]), device)
+            learner.load_state_dict(blob)
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
+        learner._train_mode(False)
+        return learner
+
+
+def _to_cpu(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, dict):
+        return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_to_cpu(v) for v in x]
+    return x
+
+
+def reward_scale_for(transitions: Transitions, mode: str) -> float:
+    """Internal reward multiplier for ``reward_normalization`` ``mode`` (see :class:`IQLConfig`)."""
+    if mode == "none":
+        return 1.0
+    if mode == "std":
+        std = float(np.std(transitions.rewards, dtype=np.float64))
+        if std < 1e-8:
+            warnings.warn("reward std is ~0; reward_normalization='std' falls back to scale 1.", stacklevel=3)
+            return 1.0
+        return 1.0 / std
+    if mode == "returns":
+        returns = Trajectories.from_transitions(transitions).episode_returns.astype(np.float64)
+        spread = float(returns.max() - returns.min())
+        if spread < 1e-6:
+            warnings.warn(
+                "all episodes have the same return; reward_normalization='returns' falls back to scale 1.",
+                stacklevel=3,
+            )
+            return 1.0
+        return 1000.0 / spread
+    raise ValueError(f"reward_normalization must be 'returns', 'std' or 'none', got '{mode}'")
+
+
+class IQLPolicy:
+    """:class:`ipd.models.base.Policy` running the AWR actor: numpy observations in, [-1, 1] actions out."""
+
+    def __init__(self, learner: IQLLearner, deterministic: bool = True) -> None:
+        self.learner, self.deterministic = learner, deterministic
+
+    def reset(self, num_envs: int) -> None:
+        self.num_envs = num_envs  # memoryless policy: nothing to reset
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        obs = np.asarray(observations, np.float32)
+        return np.asarray(self.learner.act(obs, self.deterministic), np.float32)
+
+    def observe(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+        pass
