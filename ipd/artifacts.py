@@ -77,7 +77,9 @@ class ArtifactStore:
         if not cfg_file.exists():
             import yaml
 
-            atomic_write_text(cfg_file, yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=True))
+            atomic_write_text(
+                cfg_file, yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=True)
+            )
         return Artifact(path, config)
 
     @staticmethod

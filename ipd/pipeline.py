@@ -25,7 +25,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ipd.artifacts import Artifact, ArtifactStore
-from ipd.data import Normalizer, SequenceSampler, Trajectories, Transitions, load_dataset, read_hdf5, write_hdf5
+from ipd.data import (
+    Normalizer,
+    SequenceSampler,
+    Trajectories,
+    Transitions,
+    load_dataset,
+    read_hdf5,
+    write_hdf5,
+)
 from ipd.evaluation import EvalResult, evaluate_policy
 from ipd.io import atomic_write, atomic_write_json
 from ipd.logging import RunLogger
@@ -118,7 +126,9 @@ def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
         )
     store = ArtifactStore(Path(cfg.paths.runs))
     progress = bool(cfg.logging.progress)
-    return Context(cfg, task, data, dataset_fingerprint(data), store, resolve_device(cfg.device), logger, progress)
+    return Context(
+        cfg, task, data, dataset_fingerprint(data), store, resolve_device(cfg.device), logger, progress
+    )
 
 
 def _reuse(art: Artifact, stage: str) -> bool:
@@ -280,12 +290,20 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
         cond = conditioning_values(ctx.cfg, traj, iql)
         scale = float(ctx.cfg.task.return_scale)
         norm = Normalizer.fit(ctx.data.observations)
-        sampler = SequenceSampler(traj, dt_cfg.context, cond, scale, norm, None, dt_cfg.max_timestep, ctx.seed)
+        sampler = SequenceSampler(
+            traj, dt_cfg.context, cond, scale, norm, None, dt_cfg.max_timestep, ctx.seed
+        )
         model = DecisionTransformer(dataset.obs_dim, dataset.act_dim, dt_cfg)
         critic = iql.q_torch if (iql is not None and train_cfg.alpha > 0) else None
         trainer = SequenceTrainer(
-            model, sampler, train_cfg, ctx.device, critic=critic, state_normalizer=norm,
-            checkpoint_path=art.file("train_state.pt"), log_fn=lambda m, s: ctx.log(m, s, "policy/"),
+            model,
+            sampler,
+            train_cfg,
+            ctx.device,
+            critic=critic,
+            state_normalizer=norm,
+            checkpoint_path=art.file("train_state.pt"),
+            log_fn=lambda m, s: ctx.log(m, s, "policy/"),
         )
         conditioning = _conditioning(ctx)
         metrics = trainer.train(progress=ctx.progress, eval_fn=_periodic_eval(ctx, norm, conditioning, iql))
@@ -475,8 +493,12 @@ def run_evaluate(cfg: DictConfig) -> float:
     policy = load_policy(cfg.checkpoint, device)
     episodes = int(cfg.episodes or cfg.eval.episodes)
     result = evaluate_policy(
-        policy, task, episodes=episodes, num_envs=min(int(cfg.eval.num_envs), episodes),
-        seed=int(cfg.seed) + 10_000, max_episode_steps=int(cfg.eval.max_episode_steps),
+        policy,
+        task,
+        episodes=episodes,
+        num_envs=min(int(cfg.eval.num_envs), episodes),
+        seed=int(cfg.seed) + 10_000,
+        max_episode_steps=int(cfg.eval.max_episode_steps),
         progress=bool(cfg.logging.progress),
     )
     out = {"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}

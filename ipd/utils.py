@@ -21,5 +21,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device} requested but CUDA is not available; use device=cpu or device=auto.")
+        raise ValueError(
+            f"device={device} requested but CUDA is not available; use device=cpu or device=auto."
+        )
     return dev

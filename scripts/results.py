@@ -51,7 +51,9 @@ def table(rows: list[dict]) -> str:
             else:
                 cells.append("–")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    lines.append("| **mean** | " + " | ".join(f"{np.mean(means[a]):.1f}" if means[a] else "–" for a in algos) + " |")
+    lines.append(
+        "| **mean** | " + " | ".join(f"{np.mean(means[a]):.1f}" if means[a] else "–" for a in algos) + " |"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -84,7 +84,8 @@ def test_select_by_advantage_picks_low_advantage_rows():
 
 def _rollouts(b: int, length: int, unc: float = 0.0, ret: float = 5.0, obs_dim: int = 1):
     return {
-        "states": np.arange(b * (length + 1) * obs_dim, dtype=np.float32).reshape(b, length + 1, obs_dim) + 100,
+        "states": np.arange(b * (length + 1) * obs_dim, dtype=np.float32).reshape(b, length + 1, obs_dim)
+        + 100,
         "actions": np.zeros((b, length, 1), np.float32),
         "rewards": np.full((b, length), 2.0, np.float32),
         "terminals": np.zeros((b, length), bool),

@@ -29,7 +29,9 @@ def run_script(script: str, *overrides: str, check: bool = True, timeout: int = 
         cwd=ROOT,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -53,7 +55,9 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
     for stage in ("world_model", "value", "augment", "policy"):
         dirs = list((runs / "hopper-medium" / stage).iterdir())
         assert len(dirs) == 1 and (dirs[0] / "DONE").is_file() and (dirs[0] / "config.yaml").is_file()
-    stats = json.loads(next((runs / "hopper-medium" / "augment").iterdir()).joinpath("stats.json").read_text())
+    stats = json.loads(
+        next((runs / "hopper-medium" / "augment").iterdir()).joinpath("stats.json").read_text()
+    )
     assert stats["selected"] > 0
     metrics = json.loads((Path(out["run_dir"]) / "metrics.json").read_text())
     assert metrics["normalized_score"] == out["normalized_score"]
@@ -116,9 +120,17 @@ def test_unknown_task_and_missing_dataset_get_clean_errors(tmp_path):
     proc = run_script(
         "train.py", "task.name=hoper-medium", f"paths.runs={tmp_path}", "data.download=false", check=False
     )
-    assert proc.returncode == 2 and "Did you mean 'hopper-medium'" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "Did you mean 'hopper-medium'" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     proc = run_script(
-        "train.py", "task=walker2d-medium", f"data.dir={tmp_path}", f"paths.runs={tmp_path}", "data.download=false",
+        "train.py",
+        "task=walker2d-medium",
+        f"data.dir={tmp_path}",
+        f"paths.runs={tmp_path}",
+        "data.download=false",
         check=False,
     )
     assert proc.returncode == 2 and "No dataset for task 'walker2d-medium'" in proc.stderr
@@ -138,7 +150,14 @@ def test_section_names_unknown_keys():
 def test_multirun_with_joblib_launcher(smoke_args):
     args, runs = smoke_args
     proc = run_script(
-        "train.py", "-m", "hydra/launcher=local", "algo=dt", "seed=0,1", "task=hopper-medium", *args, timeout=500
+        "train.py",
+        "-m",
+        "hydra/launcher=local",
+        "algo=dt",
+        "seed=0,1",
+        "task=hopper-medium",
+        *args,
+        timeout=500,
     )
     scores = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"task"')]
     assert sorted(s["algo"] for s in scores) == ["dt", "dt"]

@@ -155,7 +155,17 @@ def _rank01(x: np.ndarray) -> np.ndarray:
     return np.argsort(np.argsort(x, kind="stable"), kind="stable") / max(len(x) - 1, 1)
 
 
-ROLLOUT_FIELDS = ("states", "actions", "rewards", "terminals", "uncertainty", "values", "alive", "lengths", "valid")
+ROLLOUT_FIELDS = (
+    "states",
+    "actions",
+    "rewards",
+    "terminals",
+    "uncertainty",
+    "values",
+    "alive",
+    "lengths",
+    "valid",
+)
 
 
 def plan_rollouts(
