@@ -159,7 +159,11 @@ def _u_quantiles(model, data: Transitions) -> dict[str, float]:
     from ipd.models.ensemble import uncertainty_quantiles
 
     qs = (0.5, 0.8, 0.9, 0.95, 0.99)
-    return {str(q): float(v) for q, v in uncertainty_quantiles(model, data, quantiles=qs).items()}
+    u = uncertainty_quantiles(model, data, quantiles=qs, max_samples=U_QUANTILE_SAMPLES)
+    return {str(q): float(v) for q, v in u.items()}
+
+
+U_QUANTILE_SAMPLES = 100_000  # random dataset rows used for the U quantiles (exact enough, seconds on CPU)
 
 
 def learn_value(ctx: Context):
@@ -240,7 +244,7 @@ def _threshold_from_quantiles(q_u: dict, q: float, model, data: Transitions) -> 
         return float(q_u[str(q)])
     from ipd.models.ensemble import uncertainty_quantiles
 
-    return float(uncertainty_quantiles(model, data, quantiles=(q,))[q])
+    return float(uncertainty_quantiles(model, data, quantiles=(q,), max_samples=U_QUANTILE_SAMPLES)[q])
 
 
 # ----------------------------------------------------------------------------- stage 3
