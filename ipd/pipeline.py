@@ -59,6 +59,7 @@ def section(cfg: DictConfig, key: str, cls: type) -> Any:
     """Build dataclass ``cls`` from ``cfg[key]`` (minus ``_target_``), naming bad keys."""
     node = OmegaConf.to_container(cfg[key], resolve=True)
     node.pop("_target_", None)
+    key = cfg._get_full_key(key) if isinstance(cfg, DictConfig) else key  # e.g. "policy.model"
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(node) - names)
     if unknown:
@@ -109,7 +110,36 @@ class Context:
             self.logger.log(metrics, step, prefix)
 
 
+def validate_config(cfg: DictConfig) -> None:
+    """Fail fast on bad values, before any data is loaded or model trained."""
+    from ipd.models.ensemble import WorldModelConfig
+    from ipd.models.sequence_trainer import SequenceTrainConfig
+    from ipd.models.transformer import DTConfig
+    from ipd.models.value import IQLConfig
+    from ipd.planning.augment import AugmentConfig
+    from ipd.planning.planner import PlannerConfig
+
+    get_task(str(cfg.task.name))
+    if str(cfg.algo) not in ("ipd", "dt", "iql"):
+        raise ConfigError(f"algo must be ipd|dt|iql, got '{cfg.algo}'")
+    if str(cfg.policy.condition) not in ("rtg", "value", "relabel"):
+        raise ConfigError(f"policy.condition must be rtg|value|relabel, got '{cfg.policy.condition}'")
+    for key in ("episodes", "num_envs", "max_episode_steps"):
+        if int(cfg.eval[key]) < 1:
+            raise ConfigError(f"eval.{key} must be >= 1, got {cfg.eval[key]}")
+    for key, cls in (("world_model", WorldModelConfig), ("value", IQLConfig), ("augment", AugmentConfig)):
+        section(cfg, key, cls)
+    section(cfg, "planner", PlannerConfig)
+    section(cfg.policy, "model", DTConfig)
+    section(cfg.policy, "train", SequenceTrainConfig)
+    try:
+        resolve_device(str(cfg.device))
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
+    validate_config(cfg)
     task = get_task(str(cfg.task.name))
     set_seed(int(cfg.seed))
     data = load_dataset(
@@ -308,6 +338,7 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
             state_normalizer=norm,
             checkpoint_path=art.file("train_state.pt"),
             log_fn=lambda m, s: ctx.log(m, s, "policy/"),
+            after_update=_critic_finetuner(ctx, dataset, iql, art, train_cfg) if critic is not None else None,
         )
         conditioning = _conditioning(ctx)
         metrics = trainer.train(progress=ctx.progress, eval_fn=_periodic_eval(ctx, norm, conditioning, iql))
@@ -315,7 +346,33 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
         summary = {k: v for k, v in metrics.items() if k != "history"}
         art.finish({**summary, "wall_time_s": time.perf_counter() - t0})
         art.file("train_state.pt").unlink(missing_ok=True)
+        art.file("critic_state.pt").unlink(missing_ok=True)
     return final, art
+
+
+def _critic_finetuner(ctx: Context, dataset: Transitions, iql, art: Artifact, train_cfg):
+    """``policy.finetune_critic``: one IQL step on the (augmented) data per policy update.
+
+    The critic state is checkpointed with the policy's training state (same period) so a
+    resumed run continues with the fine-tuned critic, not the stage-1 one.
+    """
+    if not bool(ctx.cfg.policy.get("finetune_critic", False)):
+        return None
+    state = art.file("critic_state.pt")
+    if state.is_file() and art.file("train_state.pt").is_file():
+        iql.load_state_dict(torch.load(state, map_location=ctx.device, weights_only=False))
+    rng = np.random.default_rng(ctx.seed + 1)
+    keys = ("observations", "actions", "rewards", "next_observations", "terminals")
+    batch_size = int(ctx.cfg.value.batch_size)
+
+    def step(update: int) -> dict:
+        idx = rng.integers(0, len(dataset), batch_size)
+        metrics = iql.update({k: getattr(dataset, k)[idx] for k in keys})
+        if train_cfg.checkpoint_every and update % train_cfg.checkpoint_every == 0:
+            atomic_write(state, lambda tmp: torch.save(iql.state_dict(), tmp))
+        return {k: metrics[k] for k in ("q_loss", "v_loss") if k in metrics}
+
+    return step
 
 
 def _conditioning(ctx: Context):

@@ -174,3 +174,55 @@ def test_artifact_hash_and_lock(tmp_path):
         a.finish({"ok": 1})
     assert a.done and a.metrics() == {"ok": 1}
     assert store.artifact("hopper-medium", "value", {"x": 2}).path != a.path
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("policy.model.n_heads=3", "policy.model"),
+        ("eval.episodes=0", "eval.episodes"),
+        ("planner.method=foo", "method"),
+        ("policy.condition=bad", "policy.condition"),
+        ("augment.quantile=2", "augment"),
+        ("world_model.uncertainty=nope", "world_model"),
+        ("value.expectile=1.5", "value"),
+    ],
+)
+def test_bad_values_fail_before_training(override, message):
+    from ipd.pipeline import validate_config
+
+    with pytest.raises(ConfigError, match=message):
+        validate_config(load_config([override]))
+
+
+def test_launcher_configs_compose():
+    from hydra import compose, initialize_config_dir
+
+    from ipd.pipeline import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        slurm = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        local = compose("train", overrides=["hydra/launcher=local"], return_hydra_config=True)
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.gpus_per_node == 1
+    assert local.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+def test_critic_finetuning_changes_the_critic_in_process(data_dir, tmp_path):
+    """policy.finetune_critic=true: stage 3 keeps training the stage-1 critic; false keeps it frozen."""
+    import torch
+
+    from ipd.pipeline import distill, learn_value, make_context
+
+    base = ["preset=smoke", f"data.dir={data_dir}", f"paths.runs={tmp_path}", "data.download=false"]
+    ctx = make_context(load_config(base + ["policy.finetune_critic=true"]))
+    iql, art = learn_value(ctx)
+    probe = (ctx.data.observations[:64], ctx.data.actions[:64])
+    q0 = iql.q(*probe).copy()
+    distill(ctx, ctx.data, iql, {"value_hash": art.hash})
+    assert not np.allclose(iql.q(*probe), q0)
+    frozen_ctx = make_context(load_config(base + ["policy.finetune_critic=false"]))
+    iql2, art2 = learn_value(frozen_ctx)
+    q1 = iql2.q(*probe).copy()
+    distill(frozen_ctx, frozen_ctx.data, iql2, {"value_hash": art2.hash})
+    assert np.allclose(iql2.q(*probe), q1)
+    assert torch.is_tensor(iql2.q_torch(torch.zeros(2, ctx.data.obs_dim), torch.zeros(2, ctx.data.act_dim)))

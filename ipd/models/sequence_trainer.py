@@ -100,6 +100,7 @@ class SequenceTrainer:
         state_normalizer: Normalizer | None = None,
         checkpoint_path: str | os.PathLike | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
+        after_update: Callable[[int], dict[str, float] | None] | None = None,
     ) -> None:
         self.cfg = cfg = cfg or SequenceTrainConfig()
         self.device = torch.device(device)
@@ -109,6 +110,7 @@ class SequenceTrainer:
         self.state_normalizer = state_normalizer or Normalizer.identity(model.obs_dim)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.log_fn = log_fn
+        self.after_update = after_update  # e.g. a critic fine-tuning step; its metrics are logged too
         if cfg.alpha > 0 and critic is None:
             raise ValueError("alpha > 0 needs a critic(raw_states, actions) -> Q.")
         self.autocast = cfg.amp_bf16 and self.device.type == "cuda"
@@ -236,6 +238,9 @@ class SequenceTrainer:
             while self.step < cfg.num_updates:
                 metrics = self.update(self.sampler.sample(cfg.batch_size))
                 self.step += 1
+                if self.after_update is not None:
+                    extra = self.after_update(self.step) or {}
+                    metrics |= {f"critic/{k}": torch.as_tensor(float(v)) for k, v in extra.items()}
                 bar.update(1)
                 for k, v in metrics.items():
                     pending.setdefault(k, []).append(v)

@@ -1,0 +1,42 @@
+"""scripts/results.py: table and plots from run dirs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_results_table_and_plots(tmp_path):
+    runs = tmp_path / "runs"
+    for algo, scores in {"dt": [40.0, 50.0], "ipd": [60.0, 70.0]}.items():
+        for seed, score in enumerate(scores):
+            d = runs / "hopper-medium" / "train" / algo / f"s{seed}"
+            d.mkdir(parents=True)
+            (d / "metrics.json").write_text(
+                json.dumps({"task": "hopper-medium", "algo": algo, "seed": seed, "normalized_score": score})
+            )
+            (d / "metrics.csv").write_text("step,key,value\n100,policy/loss,0.5\n200,policy/loss,0.3\n")
+    (runs / "stage" / "metrics.json").parent.mkdir(parents=True)
+    (runs / "stage" / "metrics.json").write_text(json.dumps({"loss": 1.0}))  # stage metrics are skipped
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "results.py"), "--runs", str(runs), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    md = (out / "results.md").read_text()
+    assert "| hopper-medium | 45.0 ± 5.0 (n=2) | 65.0 ± 5.0 (n=2) |" in md
+    assert (out / "scores.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
+    assert "results.md" in proc.stdout
+
+
+def test_results_without_runs_fails_clearly(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "results.py"), "--runs", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "no finished runs" in proc.stderr
