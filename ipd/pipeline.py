@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,6 @@ class Context:
     device: torch.device
     logger: RunLogger | None = None
     progress: bool = True
-    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -181,7 +180,6 @@ def learn_world_model(ctx: Context):
             model.save(art.file("world_model.pt"))
             metrics["uncertainty_quantiles"] = _u_quantiles(model, ctx.data)
             art.finish({**metrics, "wall_time_s": time.perf_counter() - t0})
-            ctx.timings["world_model_s"] = time.perf_counter() - t0
     return EnsembleWorldModel.load(art.file("world_model.pt"), ctx.device), art
 
 
@@ -511,7 +509,12 @@ def run_learn_models(cfg: DictConfig) -> None:
 def run_augment(cfg: DictConfig) -> None:
     ctx = make_context(cfg)
     _, art = augment(ctx)
-    print(json.dumps({"task": ctx.task.name, "augment": str(art.path), **art.metrics().get("summary", {})}))
+    stats = art.metrics()
+    print(
+        json.dumps(
+            {"task": ctx.task.name, "augment": str(art.path), **{k: stats.get(k) for k in _SUMMARY_KEYS}}
+        )
+    )
 
 
 def run_distill(cfg: DictConfig) -> None:
