@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ipd.evaluation import EvalResult, evaluate_policy, make_eval_env
+from ipd.evaluation import EvalResult, evaluate_policy, make_eval_env, reset_to_observation
 from ipd.tasks import get_task
 
 HOPPER = get_task("hopper-medium")
@@ -194,3 +194,32 @@ def test_actions_are_clipped_to_the_action_space():
         ConstantPolicy([5.0, -5.0, 5.0]), HOPPER, episodes=1, seed=2, progress=False, clip_actions=False
     )
     assert raw.returns[0] < unit.returns[0]  # the control cost of the unclipped action
+
+
+@pytest.mark.parametrize("task_name", ["hopper-medium", "halfcheetah-medium", "walker2d-medium"])
+def test_reset_to_observation_reproduces_the_recorded_transition(task_name):
+    # Record a transition mid-episode, then reset a fresh env to its observation and replay the action.
+    rng = np.random.default_rng(0)
+    env = make_eval_env(get_task(task_name))
+    obs, _ = env.reset(seed=3)
+    for _ in range(3):  # a few steps in, before random actions drive velocities to the clip
+        obs, *_ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+    action = rng.uniform(-1, 1, env.action_space.shape)
+    next_obs, reward, *_ = env.step(action)
+    replay = make_eval_env(get_task(task_name))
+    replay.reset(seed=99)
+    assert reset_to_observation(replay, obs)
+    np.testing.assert_allclose(replay.unwrapped._get_obs(), obs, atol=1e-12)
+    next_obs2, reward2, *_ = replay.step(action)
+    np.testing.assert_allclose(next_obs2, next_obs, atol=1e-8)
+    assert reward2 == pytest.approx(reward, abs=1e-8)
+
+
+def test_reset_to_observation_flags_clipped_velocity_and_rejects_wrong_dims():
+    env = make_eval_env(get_task("hopper-medium"))
+    env.reset(seed=0)
+    obs = np.zeros(11)
+    obs[7] = 10.0  # at the qvel clip: the true velocity is unknown
+    assert not reset_to_observation(env, obs)
+    with pytest.raises(ValueError, match="needs 11"):
+        reset_to_observation(env, np.zeros(17))

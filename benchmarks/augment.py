@@ -1,0 +1,221 @@
+"""Are accepted imagined rollouts real improvements? Replay them in the real MuJoCo env.
+
+Takes a finished Stage-2 artifact (``runs/<task>/augment/<hash>/augmented.hdf5``) and, for a
+seeded sample of its accepted imagined continuations:
+
+1. resets the real env to the start state with :func:`ipd.evaluation.reset_to_observation`
+   (exact for the v4 locomotion envs: the observation is ``qpos[1:]`` and ``qvel``; the missing x
+   position does not change rewards; a start whose velocity sits at the ±10 clip is skipped);
+2. replays the *imagined action sequence* open loop and records the real return;
+3. compares it with three references from the same state over the same number of steps:
+   the model's predicted return, the dataset's own continuation, and uniformly random actions;
+4. checks the reset itself: replaying the *dataset's actions* must reproduce the dataset rewards.
+
+Returns are undiscounted L-step sums (stopping at a real termination) and, in brackets, the same
+plus ``γ^L V(s_L)`` with the Stage-1 value (0 after a termination), which is what the augmenter
+compared when it accepted the rollout. The model error is the state MSE between imagined and real
+trajectories, normalised by the dataset's per-dimension state std. Prints a final JSON line.
+
+    python benchmarks/augment.py --task hopper-medium                 # newest finished artifact
+    python benchmarks/augment.py --artifact runs/hopper-medium/augment/<hash> --num 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ipd.data import Trajectories, read_hdf5
+from ipd.evaluation import make_eval_env, reset_to_observation
+from ipd.models.value import IQLLearner
+from ipd.tasks import get_task
+
+
+def newest_artifact(runs: Path, task: str) -> Path:
+    done = sorted((runs / task / "augment").glob("*/DONE"), key=lambda p: p.stat().st_mtime)
+    if not done:
+        raise SystemExit(
+            f"No finished augment artifact under {runs / task / 'augment'}: run "
+            f"`python scripts/augment.py task={task}` first, or pass --artifact."
+        )
+    return done[-1].parent
+
+
+def imagined_segments(data) -> list[dict]:
+    """Each stitched trajectory's imagined tail: start row in the original data, actions, states."""
+    traj = Trajectories.from_transitions(data)
+    imagined = data.extras["imagined"].astype(bool)
+    original = np.flatnonzero(~imagined & (data.extras["start_index"] < 0))
+    orig_starts = Trajectories.from_transitions(data.subset(original)).starts
+    segments = []
+    for start, length in zip(traj.starts, traj.lengths, strict=True):
+        rows = np.arange(start, start + length)[imagined[start : start + length]]
+        if not len(rows):
+            continue
+        ep, t0 = int(data.extras["source_episode"][rows[0]]), int(data.extras["start_index"][rows[0]])
+        segments.append(
+            {
+                "source_row": int(orig_starts[ep] + t0),
+                "actions": data.actions[rows],
+                "rewards": data.rewards[rows],
+                "states": np.concatenate([data.observations[rows], data.next_observations[rows[-1:]]]),
+                "terminal": bool(data.terminals[rows[-1]]),
+            }
+        )
+    return segments
+
+
+def replay(env, start_obs: np.ndarray, actions: np.ndarray) -> tuple[float, np.ndarray, bool]:
+    """Real return, visited states [len+1, obs] and termination of an open-loop action sequence."""
+    env.reset(seed=0)
+    reset_to_observation(env, start_obs)
+    states, ret = [np.asarray(start_obs, np.float64)], 0.0
+    for a in actions:
+        obs, r, terminated, _, _ = env.step(a)
+        states.append(obs)
+        ret += float(r)
+        if terminated:
+            return ret, np.asarray(states), True
+    return ret, np.asarray(states), False
+
+
+def dataset_continuation(
+    data, traj: Trajectories, row: int, length: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Dataset actions and rewards for up to ``length`` steps from ``row`` (not crossing an episode end)."""
+    ep = int(np.searchsorted(traj.starts, row, side="right") - 1)
+    end = min(row + length, int(traj.starts[ep] + traj.lengths[ep]))
+    rows = np.arange(row, end)
+    return data.actions[rows], data.rewards[rows], bool(data.terminals[rows[-1]])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="hopper-medium")
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--artifact", type=Path, default=None, help="augment artifact dir (default: newest)")
+    p.add_argument("--num", type=int, default=200, help="accepted rollouts to replay")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    task = get_task(args.task)
+    art = args.artifact or newest_artifact(args.runs, task.name)
+    conf = yaml.safe_load((art / "config.yaml").read_text())
+    gamma = float(conf["planner"]["gamma"])  # the discount the augmenter used to accept rollouts
+    value_path = args.runs / task.name / "value" / conf["value_hash"] / "iql.pt"
+    iql = IQLLearner.load(value_path, "cpu") if value_path.is_file() else None
+    data = read_hdf5(art / "augmented.hdf5")
+    original = data.subset(np.flatnonzero(data.extras["start_index"] < 0))
+    orig_traj = Trajectories.from_transitions(original)
+    state_std = original.observations.std(0) + 1e-6
+    segments = imagined_segments(data)
+    rng = np.random.default_rng(args.seed)
+    picked = rng.permutation(len(segments))[: args.num]
+    env = make_eval_env(task)
+    act_lo, act_hi = env.action_space.low, env.action_space.high
+
+    def bootstrap(ret: float, last: np.ndarray, terminated: bool, steps: int) -> float:
+        if iql is None or terminated:
+            return ret
+        return ret + gamma**steps * float(iql.value(np.asarray(last, np.float32)[None])[0])
+
+    rows, skipped, reset_err, t0 = [], 0, [], time.perf_counter()
+    for i in picked:
+        seg = segments[i]
+        start = original.observations[seg["source_row"]]
+        env.reset(seed=0)
+        if not reset_to_observation(env, start) or not np.allclose(seg["states"][0], start, atol=1e-5):
+            skipped += 1
+            continue
+        length = len(seg["actions"])
+        d_act, d_rew, d_term = dataset_continuation(original, orig_traj, seg["source_row"], length)
+        d_replay, _, _ = replay(env, start, d_act)
+        reset_err.append(abs(d_replay - float(d_rew.sum())) / len(d_rew))
+        real, real_states, real_term = replay(env, start, seg["actions"])
+        rand, rand_states, rand_term = replay(env, start, rng.uniform(act_lo, act_hi, (length, len(act_lo))))
+        n = min(len(real_states), len(seg["states"]))
+        err = (((real_states[:n] - seg["states"][:n]) / state_std) ** 2).mean(-1)
+        d_last = original.next_observations[seg["source_row"] + len(d_rew) - 1]
+        rows.append(
+            {
+                "model": float(seg["rewards"].sum()),
+                "real": real,
+                "dataset": float(d_rew.sum()),
+                "random": rand,
+                "model_boot": bootstrap(
+                    float(seg["rewards"].sum()), seg["states"][-1], seg["terminal"], length
+                ),
+                "real_boot": bootstrap(real, real_states[-1], real_term, len(real_states) - 1),
+                "dataset_boot": bootstrap(float(d_rew.sum()), d_last, d_term, len(d_rew)),
+                "random_boot": bootstrap(rand, rand_states[-1], rand_term, len(rand_states) - 1),
+                "real_terminated": real_term,
+                "state_err_last": float(err[-1]),
+                "state_err_mean": float(err[1:].mean()) if n > 1 else 0.0,
+                "length": length,
+            }
+        )
+    wall = time.perf_counter() - t0
+    if not rows:
+        raise SystemExit(
+            f"No replayable accepted rollouts in {art} ({len(segments)} segments, {skipped} skipped)."
+        )
+    col = {k: np.array([r[k] for r in rows], float) for k in rows[0]}
+    summary = {
+        "task": task.name,
+        "artifact": str(art),
+        "replayed": len(rows),
+        "skipped_inexact_reset": skipped,
+        "accepted_segments": len(segments),
+        "mean_length": float(col["length"].mean()),
+        "reset_check_reward_error_per_step": float(np.mean(reset_err)),
+        **{f"return_{k}": float(col[k].mean()) for k in ("model", "real", "dataset", "random")},
+        **{
+            f"bootstrapped_{k}": float(col[f"{k}_boot"].mean())
+            for k in ("model", "real", "dataset", "random")
+        },
+        "real_beats_dataset_fraction": float((col["real_boot"] > col["dataset_boot"]).mean()),
+        "real_improvement_mean": float((col["real_boot"] - col["dataset_boot"]).mean()),
+        "predicted_improvement_mean": float((col["model_boot"] - col["dataset_boot"]).mean()),
+        "real_terminated_fraction": float(col["real_terminated"].mean()),
+        "model_state_err_mean": float(col["state_err_mean"].mean()),
+        "model_state_err_last": float(col["state_err_last"].mean()),
+        "wall_time_s": wall,
+        "env_steps_per_s": float(3 * col["length"].sum() / wall),
+    }
+    print(
+        f"{task.name}: {len(rows)} accepted rollouts replayed in the real env "
+        f"({skipped} skipped: inexact reset)"
+    )
+    print(
+        f"  reset check: replaying dataset actions reproduces dataset rewards to "
+        f"{summary['reset_check_reward_error_per_step']:.2e} per step"
+    )
+    print(
+        f"  L-step return (+γ^L V):  "
+        f"model {summary['return_model']:.1f} ({summary['bootstrapped_model']:.1f})  "
+        f"real {summary['return_real']:.1f} ({summary['bootstrapped_real']:.1f})  "
+        f"dataset {summary['return_dataset']:.1f} ({summary['bootstrapped_dataset']:.1f})  "
+        f"random {summary['return_random']:.1f} ({summary['bootstrapped_random']:.1f})"
+    )
+    print(
+        f"  real beats dataset in {100 * summary['real_beats_dataset_fraction']:.0f}% of rollouts; "
+        f"mean real improvement {summary['real_improvement_mean']:+.2f} vs predicted "
+        f"{summary['predicted_improvement_mean']:+.2f}; ratio real/dataset "
+        f"{summary['bootstrapped_real'] / summary['bootstrapped_dataset']:.3f}"
+    )
+    print(
+        f"  model state error (normalised MSE): mean over steps {summary['model_state_err_mean']:.4f}, "
+        f"last step {summary['model_state_err_last']:.4f}"
+    )
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
