@@ -429,13 +429,19 @@ def _run_dir() -> Path:
         return Path("runs") / "notebook" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def run_label(cfg: DictConfig) -> str:
+    """The run's variant name: ``logging.label`` (e.g. an ablation arm), else the algo."""
+    label = cfg.logging.get("label")
+    return str(label) if label else str(cfg.algo)
+
+
 def _logger(cfg: DictConfig, run_dir: Path) -> RunLogger:
     return RunLogger(
         run_dir,
         config=to_plain(cfg),
         project=str(cfg.logging.project),
-        group=f"{cfg.task.name}/{cfg.algo}",
-        name=f"{cfg.task.name}-{cfg.algo}-seed{cfg.seed}",
+        group=f"{cfg.task.name}/{run_label(cfg)}",
+        name=f"{cfg.task.name}-{run_label(cfg)}-seed{cfg.seed}",
         wandb_mode=str(cfg.logging.wandb_mode),
     )
 
@@ -491,7 +497,7 @@ def run_train(cfg: DictConfig) -> float:
             "run_dir": str(run_dir),
         }
         logger.update_summary(
-            **summary, checkpoint=str(ckpt), artifacts=info, eval=result.to_dict(), train_time_s=train_time
+            **summary, label=run_label(cfg), checkpoint=str(ckpt), artifacts=info, eval=result.to_dict(), train_time_s=train_time
         )
         logger.log({"normalized_score": result.normalized_mean, "return": result.return_mean}, 0, "final/")
     finally:

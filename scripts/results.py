@@ -4,7 +4,8 @@
     python scripts/results.py [--runs runs] [--out results]
 
 Reads every ``metrics.json`` under ``--runs`` that has a ``normalized_score`` (written by
-``scripts/train.py``), groups by (task, algo), and writes
+``scripts/train.py``), groups by (task, label) -- the label is ``logging.label`` when a run set
+one (e.g. ablation arms), else the algo -- and writes
 ``<out>/results.md`` (mean ± std over seeds of the D4RL-normalised score, one row per task,
 one column per algo), ``<out>/scores.png`` (per-task bars) and ``<out>/curves.png``
 (training-loss and evaluation curves from each run's ``metrics.csv``).
@@ -29,14 +30,14 @@ def collect(runs: Path) -> list[dict]:
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(m, dict) and "normalized_score" in m and "algo" in m:
-            rows.append({**m, "run_dir": str(path.parent)})
+            rows.append({**m, "label": m.get("label") or m["algo"], "run_dir": str(path.parent)})
     return rows
 
 
 def table(rows: list[dict]) -> str:
     by = defaultdict(list)
     for r in rows:
-        by[(r["task"], r["algo"])].append(float(r["normalized_score"]))
+        by[(r["task"], r["label"])].append(float(r["normalized_score"]))
     tasks = sorted({t for t, _ in by})
     algos = sorted({a for _, a in by})
     lines = ["| task | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos)]
@@ -78,7 +79,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
     by = defaultdict(list)
     for r in rows:
-        by[(r["task"], r["algo"])].append(float(r["normalized_score"]))
+        by[(r["task"], r["label"])].append(float(r["normalized_score"]))
     tasks = sorted({t for t, _ in by})
     algos = sorted({a for _, a in by})
     fig, ax = plt.subplots(figsize=(max(6, 2 * len(tasks)), 4))
@@ -96,7 +97,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in rows:
-        label = f"{r['task']}/{r['algo']}/s{r.get('seed', '?')}"
+        label = f"{r['task']}/{r['label']}/s{r.get('seed', '?')}"
         for ax, key in zip(axes, ("policy/loss", "eval/normalized_score"), strict=True):
             x, y = read_curve(Path(r["run_dir"]), key)
             if len(x):

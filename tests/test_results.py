@@ -18,6 +18,11 @@ def test_results_table_and_plots(tmp_path):
                 json.dumps({"task": "hopper-medium", "algo": algo, "seed": seed, "normalized_score": score})
             )
             (d / "metrics.csv").write_text("step,key,value\n100,policy/loss,0.5\n200,policy/loss,0.3\n")
+    ablation = runs / "hopper-medium" / "train" / "ipd" / "rtg-arm"
+    ablation.mkdir(parents=True)
+    (ablation / "metrics.json").write_text(
+        json.dumps({"task": "hopper-medium", "algo": "ipd", "label": "ipd-rtg", "normalized_score": 30.0})
+    )
     (runs / "stage" / "metrics.json").parent.mkdir(parents=True)
     (runs / "stage" / "metrics.json").write_text(json.dumps({"loss": 1.0}))  # stage metrics are skipped
     out = tmp_path / "results"
@@ -28,7 +33,8 @@ def test_results_table_and_plots(tmp_path):
         check=True,
     )
     md = (out / "results.md").read_text()
-    assert "| hopper-medium | 45.0 ± 5.0 (n=2) | 65.0 ± 5.0 (n=2) |" in md
+    assert "| task | dt | ipd | ipd-rtg |" in md  # a labelled run gets its own column
+    assert "| hopper-medium | 45.0 ± 5.0 (n=2) | 65.0 ± 5.0 (n=2) | 30.0 ± 0.0 (n=1) |" in md
     assert (out / "scores.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
     assert "results.md" in proc.stdout
 
