@@ -497,7 +497,12 @@ def run_train(cfg: DictConfig) -> float:
             "run_dir": str(run_dir),
         }
         logger.update_summary(
-            **summary, label=run_label(cfg), checkpoint=str(ckpt), artifacts=info, eval=result.to_dict(), train_time_s=train_time
+            **summary,
+            label=run_label(cfg),
+            checkpoint=str(ckpt),
+            artifacts=info,
+            eval=result.to_dict(),
+            train_time_s=train_time,
         )
         logger.log({"normalized_score": result.normalized_mean, "return": result.return_mean}, 0, "final/")
     finally:

@@ -82,9 +82,8 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
 @pytest.mark.parametrize("algo", ["dt", "iql"])
 def test_baselines_through_the_same_script(smoke_args, algo):
     args, runs = smoke_args
-    out = last_json(
-        run_script("train.py", "task=hopper-medium", f"algo={algo}", f"logging.label={algo}-arm", *args).stdout
-    )
+    label = f"logging.label={algo}-arm"
+    out = last_json(run_script("train.py", "task=hopper-medium", f"algo={algo}", label, *args).stdout)
     assert out["algo"] == algo and np.isfinite(out["normalized_score"])
     assert json.loads((Path(out["run_dir"]) / "metrics.json").read_text())["label"] == f"{algo}-arm"
 
