@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ipd.data import Trajectories, Transitions, read_hdf5, write_hdf5
+from ipd.planning import PlannerConfig
 from ipd.planning.augment import (
     AugmentConfig,
     accept_rollouts,
@@ -182,9 +183,11 @@ def test_plan_rollouts_resumes_without_replanning(tmp_path):
 def test_augment_dataset_end_to_end_with_stand_in_planner():
     t = chain_transitions(n_eps=5, length=30)
     cfg = AugmentConfig(quantile=0.3, max_per_trajectory=1, rollout_length=3, batch_size=8)
+    planner = CountingPlanner(3)
+    planner.cfg = PlannerConfig(num_samples=4, num_elites=2, horizon=2, iterations=1)
     res = augment_dataset(
         t,
-        CountingPlanner(3),
+        planner,
         value_fn=lambda s: np.zeros(len(s)),
         q_fn=lambda s, a: -s[:, 0],
         uncertainty_threshold=1.0,
@@ -196,6 +199,7 @@ def test_augment_dataset_end_to_end_with_stand_in_planner():
     st = res.stats
     assert st["selected"] == 5 and st["accepted"] == 5 and st["acceptance_rate"] == 1.0
     assert st["imagined_rows"] == 15
+    assert st["planner_model_steps"] == 15 * 4 * 2 * 1 and st["planner_model_steps_per_s"] > 0
     assert st["mean_improvement_accepted"] > 0
     extra = res.dataset.extras
     stitched = np.arange(len(res.dataset)) >= len(t)

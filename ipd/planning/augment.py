@@ -321,6 +321,12 @@ def augment_dataset(
         imagined_transitions=imagined_steps,
         imagined_transitions_per_s=imagined_steps / max(plan_time, 1e-9),
     )
+    pc = getattr(planner, "cfg", None)
+    if pc is not None:  # every executed step costs N candidates x H steps x iterations model steps
+        model_steps = imagined_steps * pc.num_samples * pc.horizon * pc.iterations
+        stats.update(
+            planner_model_steps=model_steps, planner_model_steps_per_s=model_steps / max(plan_time, 1e-9)
+        )
     return AugmentResult(dataset, stats)
 
 
