@@ -2,7 +2,11 @@
 
 ``wandb_mode``: ``auto`` → ``online`` when ``WANDB_API_KEY`` is set, else ``offline``;
 ``WANDB_MODE`` in the environment (e.g. ``disabled`` in tests) always wins. Runs are
-grouped by ``<task>/<algo>`` so seeds of one configuration sit together in the UI.
+grouped by ``<task>/<label>`` so seeds of one configuration sit together in the UI.
+
+One run logs several stages whose counters restart (value updates, then policy updates), but
+wandb's own ``step`` must only grow. So each prefix ``<stage>/`` gets its own x-axis
+``<stage>/step`` through ``define_metric`` and rows are logged without ``step=``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class RunLogger:
         self.summary: dict[str, Any] = {}
         self._csv_keys: list[str] | None = None
         self._wandb = None
+        self._stage_axes: set[str] = set()
         mode = resolve_wandb_mode(wandb_mode)
         if mode != "disabled":
             import wandb
@@ -60,13 +65,24 @@ class RunLogger:
     def log(self, metrics: dict[str, float], step: int, prefix: str = "") -> None:
         row = {f"{prefix}{k}": float(v) for k, v in metrics.items()}
         if self._wandb is not None:
-            self._wandb.log(row, step=step)
+            self._wandb.log(self._with_stage_axis(row, step, prefix))
         path = self.run_dir / "metrics.csv"
         with open(path, "a", newline="") as fh:
             writer = csv.writer(fh)
             if not path.stat().st_size:
                 writer.writerow(["step", "key", "value"])
             writer.writerows([step, k, v] for k, v in row.items())
+
+    def _with_stage_axis(self, row: dict[str, float], step: int, prefix: str) -> dict[str, float]:
+        stage = prefix.rstrip("/")
+        if not stage:  # unprefixed metrics stay on wandb's own step
+            return row
+        axis = f"{stage}/step"
+        if stage not in self._stage_axes:
+            self._wandb.define_metric(axis)
+            self._wandb.define_metric(f"{stage}/*", step_metric=axis)
+            self._stage_axes.add(stage)
+        return {**row, axis: step}
 
     def update_summary(self, **values: Any) -> None:
         self.summary.update(values)
