@@ -6,17 +6,21 @@ Every checkpoint is a ``torch.save`` dict with a ``format`` header::
 
 Loading checks the component name and version so that a checkpoint from another
 component or an incompatible release fails with a message instead of a shape error.
+Loading never unpickles arbitrary objects: :func:`torch_load` uses ``weights_only=True``
+and allows only the numpy array types that our normalisers store.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 IPD_VERSION = "0.1.0"
@@ -78,6 +82,39 @@ def save_checkpoint(path: str | os.PathLike, name: str, version: int, payload: d
     return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
+# numpy arrays (normaliser stats, recorded arrays) are the only non-torch objects we save.
+_NUMPY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [
+    type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.uint32, np.bool_)
+]
+
+
+def torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True`` plus numpy arrays: no arbitrary code runs on load."""
+    with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _load_or_explain(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """:func:`torch_load`, turning every failure into a :class:`CheckpointError` that says what to do."""
+    try:
+        return torch_load(path, map_location)
+    except pickle.UnpicklingError as exc:
+        unsafe = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        if unsafe:
+            raise CheckpointError(
+                f"Checkpoint {path} holds objects other than tensors, numpy arrays and plain containers, "
+                f"which ipd refuses to unpickle ({unsafe[0]}). Only load checkpoints written by ipd; "
+                "if you trust this file, torch.load(weights_only=False) it and re-save the tensors."
+            ) from exc
+        reason = "not a pickle/zip torch file"  # garbage bytes fail the same restricted unpickler
+    except Exception as exc:  # torch raises many types for truncated/corrupt zip files
+        reason = f"{type(exc).__name__}: {exc}"
+    raise CheckpointError(
+        f"Checkpoint {path} is corrupt or not a torch file ({reason}). "
+        "Delete it and re-run the stage that produced it."
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike, name: str, version: int, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
@@ -85,13 +122,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}. Check the path, or train the model first.")
-    try:
-        blob = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises many types for truncated/corrupt zip files
-        raise CheckpointError(
-            f"Checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}: {exc}). "
-            "Delete it and re-run the stage that produced it."
-        ) from exc
+    blob = _load_or_explain(path, map_location)
     header = blob.get("format") if isinstance(blob, dict) else None
     if not isinstance(header, dict) or "name" not in header:
         raise CheckpointError(f"{path} is not an ipd checkpoint (no format header).")
@@ -111,10 +142,7 @@ def peek_format(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"Checkpoint {path} is corrupt or not a torch file ({exc}).") from exc
+    blob = _load_or_explain(path)
     if not isinstance(blob, dict) or not isinstance(blob.get("format"), dict):
         raise CheckpointError(f"{path} is not an ipd checkpoint (no format header).")
     extra = blob.get("extra") if isinstance(blob.get("extra"), dict) else {}

@@ -35,7 +35,7 @@ from ipd.data import (
     write_hdf5,
 )
 from ipd.evaluation import EvalResult, evaluate_policy
-from ipd.io import atomic_write, atomic_write_json
+from ipd.io import atomic_write, atomic_write_json, torch_load
 from ipd.logging import RunLogger
 from ipd.tasks import TaskSpec, get_task
 from ipd.utils import resolve_device, set_seed
@@ -205,7 +205,7 @@ def learn_value(ctx: Context):
             t0 = time.perf_counter()
             learner = IQLLearner(ctx.data.obs_dim, ctx.data.act_dim, iql_cfg, ctx.device)
             if state.is_file():  # resume an interrupted run
-                learner.load_state_dict(torch.load(state, map_location=ctx.device, weights_only=False))
+                learner.load_state_dict(torch_load(state, ctx.device))
                 print(f"[ipd] value: resuming from {state}")
 
             def checkpoint(step: int, metrics: dict) -> None:
@@ -358,7 +358,7 @@ def _critic_finetuner(ctx: Context, dataset: Transitions, iql, art: Artifact, tr
         return None
     state = art.file("critic_state.pt")
     if state.is_file() and art.file("train_state.pt").is_file():
-        iql.load_state_dict(torch.load(state, map_location=ctx.device, weights_only=False))
+        iql.load_state_dict(torch_load(state, ctx.device))
     rng = np.random.default_rng(ctx.seed + 1)
     keys = ("observations", "actions", "rewards", "next_observations", "terminals")
     batch_size = int(ctx.cfg.value.batch_size)

@@ -114,3 +114,26 @@ def test_peek_format_reads_the_header(tmp_path):
         peek_format(tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not found"):
         peek_format(tmp_path / "absent.pt")
+
+
+class _Payload:
+    """A pickled object that would run code on unpickling if it were allowed."""
+
+    def __reduce__(self):
+        return (print, ("unpickled arbitrary code",))
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": {"name": "ipd.test", "version": 1}, "x": _Payload()}, path)
+    with pytest.raises(CheckpointError, match="refuses to unpickle"):
+        load_checkpoint(path, "ipd.test", 1)
+    assert "unpickled arbitrary code" not in capsys.readouterr().out
+
+
+def test_checkpoint_keeps_numpy_dtypes(tmp_path):
+    arrays = {str(np.dtype(t)): np.arange(3).astype(t) for t in (np.float32, np.float64, np.int64, np.bool_)}
+    blob = load_checkpoint(save_checkpoint(tmp_path / "a.pt", "ipd.test", 1, arrays), "ipd.test", 1)
+    for key, value in arrays.items():
+        assert blob[key].dtype == value.dtype
+        np.testing.assert_array_equal(blob[key], value)

@@ -11,7 +11,7 @@ import torch
 
 from ipd.data import Transitions
 from ipd.evaluation import evaluate_policy
-from ipd.io import CheckpointError, save_checkpoint
+from ipd.io import CheckpointError, save_checkpoint, torch_load
 from ipd.models.value import (
     CHECKPOINT_NAME,
     IQLConfig,
@@ -217,7 +217,7 @@ def test_resume_equals_uninterrupted(hopper_transitions, tmp_path):
     part.fit(t, num_updates=25, progress=False)
     torch.save(part.state_dict(), tmp_path / "state.pt")
     resumed = IQLLearner(t.obs_dim, t.act_dim, cfg)
-    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    resumed.load_state_dict(torch_load(tmp_path / "state.pt"))
     assert resumed.step == 25
     resumed.fit(t, progress=False)
     assert resumed.step == 60

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ipd.io import CheckpointError, save_checkpoint
+from ipd.io import CheckpointError, save_checkpoint, torch_load
 from ipd.models.base import ModelStep
 from ipd.models.ensemble import (
     EnsembleWorldModel,
@@ -340,7 +340,7 @@ def test_bad_checkpoints_raise(fitted, tmp_path):
     truncated.write_bytes(good.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt"):
         EnsembleWorldModel.load(truncated)
-    blob = torch.load(good, weights_only=False)
+    blob = torch_load(good)
     payload = {k: v for k, v in blob.items() if k != "format"}
     save_checkpoint(tmp_path / "v2.pt", "ipd.world_model", 2, payload)
     with pytest.raises(CheckpointError, match="format version 2"):
