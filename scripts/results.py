@@ -34,10 +34,27 @@ def collect(runs: Path) -> list[dict]:
     return rows
 
 
+def _cell(runs: list[dict]) -> str:
+    scores = [float(r["normalized_score"]) for r in runs]
+    if len(scores) > 1:
+        return f"{np.mean(scores):.1f} ± {np.std(scores):.1f} (n={len(scores)})"
+    # One seed has no seed spread; show the spread over its evaluation episodes instead.
+    episode_std = runs[0].get("normalized_score_std")
+    spread = f", ±{float(episode_std):.1f} over episodes" if episode_std is not None else ""
+    return f"{scores[0]:.1f} (n=1{spread})"
+
+
+def _mean_cell(task_means: list[float]) -> str:
+    if not task_means:
+        return "–"
+    k = len(task_means)
+    return f"{np.mean(task_means):.1f} ({k} task{'s' * (k > 1)})"
+
+
 def table(rows: list[dict]) -> str:
     by = defaultdict(list)
     for r in rows:
-        by[(r["task"], r["label"])].append(float(r["normalized_score"]))
+        by[(r["task"], r["label"])].append(r)
     tasks = sorted({t for t, _ in by})
     algos = sorted({a for _, a in by})
     lines = ["| task | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos)]
@@ -45,17 +62,16 @@ def table(rows: list[dict]) -> str:
     for t in tasks:
         cells = []
         for a in algos:
-            s = by.get((t, a))
-            if s:
-                cells.append(f"{np.mean(s):.1f} ± {np.std(s):.1f} (n={len(s)})")
-                means[a].append(np.mean(s))
-            else:
-                cells.append("–")
+            runs = by.get((t, a))
+            cells.append(_cell(runs) if runs else "–")
+            if runs:
+                means[a].append(np.mean([float(r["normalized_score"]) for r in runs]))
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| **mean** | " + " | ".join(f"{np.mean(means[a]):.1f}" if means[a] else "–" for a in algos) + " |"
-    )
-    return "\n".join(lines) + "\n"
+    # A column averaged over fewer tasks is not comparable, so the count is shown.
+    mean_cells = [_mean_cell(means[a]) for a in algos]
+    lines.append("| **mean** | " + " | ".join(mean_cells) + " |")
+    note = "\nn = seeds; ± is the std over seeds (over evaluation episodes when n=1).\n"
+    return "\n".join(lines) + "\n" + note
 
 
 def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:

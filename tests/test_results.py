@@ -21,7 +21,15 @@ def test_results_table_and_plots(tmp_path):
     ablation = runs / "hopper-medium" / "train" / "ipd" / "rtg-arm"
     ablation.mkdir(parents=True)
     (ablation / "metrics.json").write_text(
-        json.dumps({"task": "hopper-medium", "algo": "ipd", "label": "ipd-rtg", "normalized_score": 30.0})
+        json.dumps(
+            {
+                "task": "hopper-medium",
+                "algo": "ipd",
+                "label": "ipd-rtg",
+                "normalized_score": 30.0,
+                "normalized_score_std": 4.0,
+            }
+        )
     )
     (runs / "stage" / "metrics.json").parent.mkdir(parents=True)
     (runs / "stage" / "metrics.json").write_text(json.dumps({"loss": 1.0}))  # stage metrics are skipped
@@ -34,7 +42,8 @@ def test_results_table_and_plots(tmp_path):
     )
     md = (out / "results.md").read_text()
     assert "| task | dt | ipd | ipd-rtg |" in md  # a labelled run gets its own column
-    assert "| hopper-medium | 45.0 ± 5.0 (n=2) | 65.0 ± 5.0 (n=2) | 30.0 ± 0.0 (n=1) |" in md
+    assert "| hopper-medium | 45.0 ± 5.0 (n=2) | 65.0 ± 5.0 (n=2) | 30.0 (n=1, ±4.0 over episodes) |" in md
+    assert "| **mean** | 45.0 (1 task) | 65.0 (1 task) | 30.0 (1 task) |" in md
     assert (out / "scores.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
     assert "results.md" in proc.stdout
 
