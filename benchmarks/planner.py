@@ -12,8 +12,9 @@ Throughput counts imagined model transitions: B * N * H * iterations per plan ca
 The world model is a 7-member probabilistic ensemble MLP (4 x 200 SiLU, obs 11, act 3 as in Hopper;
 members batched via einsum, one member sampled per row, Gaussian next-state/reward sample, disagreement
 uncertainty, Hopper termination rule) with random weights (``--model random``), or the project's
-``ipd.models.ensemble.EnsembleWorldModel`` when it exists (``--model ensemble``; ``auto`` prefers it).
-Start states are real hopper-medium observations when ~/.cache/ipd-datasets/hopper-medium.hdf5 exists,
+untrained ``ipd.models.ensemble.EnsembleWorldModel`` (``--model ensemble``, the default; planning cost
+does not depend on the weights). Start states are real hopper-medium observations when
+``$IPD_DATA_DIR/hopper-medium.hdf5`` (default ``~/.cache/ipd-datasets``) exists,
 otherwise standard-normal vectors (planning cost does not depend on them).
 
     python benchmarks/planner.py                                  # CPU defaults, a few minutes
@@ -24,16 +25,16 @@ otherwise standard-normal vectors (planning cost does not depend on them).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ipd.data.sources import default_data_dir
 from ipd.models.base import ModelStep
+from ipd.models.ensemble import EnsembleWorldModel
 from ipd.planning import Planner, PlannerConfig
 from ipd.tasks import get_task
 from ipd.utils import resolve_device
@@ -80,38 +81,17 @@ class RandomEnsembleModel:
 
 
 def make_model(args: argparse.Namespace, obs_dim: int, act_dim: int, device: torch.device):
-    """``ensemble`` builds an untrained ``EnsembleWorldModel`` (best effort on its constructor)."""
-    kind = args.model
-    if kind in ("auto", "ensemble"):
-        try:
-            from ipd.models.ensemble import EnsembleWorldModel  # noqa: PLC0415
-
-            return _build_ensemble(EnsembleWorldModel, obs_dim, act_dim, device), "ensemble"
-        except Exception as err:  # noqa: BLE001 - fall back (auto) or explain (ensemble)
-            if kind == "ensemble":
-                raise RuntimeError(f"cannot build ipd.models.ensemble.EnsembleWorldModel: {err!r}") from err
-            print(f"[model] EnsembleWorldModel not usable ({err!r}); using the random ensemble MLP")
+    """``ensemble``: an untrained ``EnsembleWorldModel`` (default config: 7 members, 4 x 200);
+    ``random``: the stand-alone random ensemble MLP above."""
+    if args.model == "ensemble":
+        model = EnsembleWorldModel(obs_dim, act_dim, task_name="hopper-medium").to(device).eval()
+        return model, "ensemble"
     model = RandomEnsembleModel(obs_dim, act_dim, args.members, args.hidden, args.layers, device=device)
     return model, f"random(E={args.members},{args.layers}x{args.hidden})"
 
 
-def _build_ensemble(cls, obs_dim: int, act_dim: int, device: torch.device):
-    """Try the common constructor shapes: (obs_dim, act_dim[, cfg][, task]); then move to device."""
-    params = inspect.signature(cls).parameters
-    kwargs = {}
-    for name in params:
-        if name in ("obs_dim", "act_dim"):
-            kwargs[name] = obs_dim if name == "obs_dim" else act_dim
-        elif name in ("task", "task_name"):
-            kwargs[name] = "hopper-medium"
-        elif name == "device":
-            kwargs[name] = device
-    model = cls(**kwargs)
-    return model.to(device) if hasattr(model, "to") else model
-
-
 def start_states(n: int, obs_dim: int, device: torch.device) -> tuple[torch.Tensor, str]:
-    path = Path.home() / ".cache/ipd-datasets/hopper-medium.hdf5"
+    path = default_data_dir() / "hopper-medium.hdf5"
     if path.exists():
         import h5py  # noqa: PLC0415
 
@@ -142,7 +122,7 @@ def timed(fn, device: torch.device, repeats: int = 1) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--model", choices=["auto", "random", "ensemble"], default="auto")
+    p.add_argument("--model", choices=["ensemble", "random"], default="ensemble")
     p.add_argument("--method", choices=["mppi", "cem"], default="mppi")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 1024, 8192])
     p.add_argument("--num-samples", type=int, default=32, help="N candidates per state (CPU-sized default)")
