@@ -148,6 +148,21 @@ def test_member_selection_on_trained_model(fitted, hopper_transitions):
     assert ((n1[None] - mean[elites, :, :11]).abs().amax(-1).amin(0) > 1e-5).all()  # noise was added
 
 
+def test_step_computes_only_elites_with_the_same_result(fitted, hopper_transitions):
+    model, _ = fitted
+    s, a = _batch(hopper_transitions, 64, offset=300)
+    for noisy in (False, True):
+        m = _with(model, sample_noise=noisy)
+        f = _with(model, uncertainty_members="all", sample_noise=noisy)  # forwards every member
+        fast, ref = (
+            m.step(s, a, torch.Generator().manual_seed(5)),
+            f.step(s, a, torch.Generator().manual_seed(5)),
+        )
+        torch.testing.assert_close(fast.next_states, ref.next_states)
+        torch.testing.assert_close(fast.rewards, ref.rewards)
+        torch.testing.assert_close(fast.uncertainty, model.uncertainty(s, a))  # U over the elites
+
+
 # ----------------------------------------------------------------------------- uncertainty measures
 def _kl_diag(mp, vp, mq, vq):
     return 0.5 * (torch.log(vq / vp) + (vp + (mp - mq) ** 2) / vq - 1.0)
