@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ipd.data import Transitions, episode_bounds, read_hdf5
+from ipd.data.sources import default_data_dir
 from ipd.models.ensemble import EnsembleWorldModel, WorldModelConfig, soft_clamp_logvar, train_world_model
 from ipd.tasks import get_task
 from ipd.utils import resolve_device
@@ -247,7 +248,7 @@ def rollout_errors(model, test: Transitions, horizons, max_starts: int, device, 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="hopper-medium")
-    p.add_argument("--data-dir", default=str(Path.home() / ".cache/ipd-datasets"))
+    p.add_argument("--data-dir", default=str(default_data_dir()))
     p.add_argument("--rollout-dataset", type=int, default=0, help="use N random-policy steps instead of hdf5")
     p.add_argument(
         "--max-transitions", type=int, default=None, help="keep only the first N rows (whole episodes)"
