@@ -8,7 +8,7 @@ Reads every ``metrics.json`` under ``--runs`` that has a ``normalized_score`` (w
 one (e.g. ablation arms), else the algo -- and writes
 ``<out>/results.md`` (mean ± std over seeds of the D4RL-normalised score, one row per task,
 one column per algo), ``<out>/scores.png`` (per-task bars) and ``<out>/curves.png``
-(training-loss and evaluation curves from each run's ``metrics.csv``).
+(action-regression loss and periodic-evaluation curves from each run's ``metrics.csv``).
 """
 
 from __future__ import annotations
@@ -87,7 +87,21 @@ def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(steps), np.asarray(vals)
 
 
-def plot(rows: list[dict], out: Path) -> None:
+# metrics.csv keys written by the stage-3 trainer (logged under the "policy/" prefix).
+LOSS_KEY = "policy/bc_loss"  # action regression, comparable across dt / ipd (ipd's total adds -alpha*Q)
+EVAL_KEY = "policy/eval/normalized_score"  # periodic evaluation (policy.eval_episodes > 0)
+
+
+def _score_and_spread(runs: list[dict]) -> tuple[float, float]:
+    """Mean and the spread the table shows: std over seeds, or over episodes for a single seed."""
+    scores = [float(r["normalized_score"]) for r in runs]
+    if len(scores) > 1:
+        return float(np.mean(scores)), float(np.std(scores))
+    return scores[0], float(runs[0].get("normalized_score_std") or 0.0)
+
+
+def plot(rows: list[dict], out: Path) -> dict[str, int]:
+    """Write scores.png and curves.png; return how many runs each curve panel found."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,38 +109,43 @@ def plot(rows: list[dict], out: Path) -> None:
 
     by = defaultdict(list)
     for r in rows:
-        by[(r["task"], r["label"])].append(float(r["normalized_score"]))
+        by[(r["task"], r["label"])].append(r)
     tasks = sorted({t for t, _ in by})
     algos = sorted({a for _, a in by})
     fig, ax = plt.subplots(figsize=(max(6, 2 * len(tasks)), 4))
     width = 0.8 / max(len(algos), 1)
     for i, a in enumerate(algos):
-        m = [np.mean(by[(t, a)]) if by.get((t, a)) else 0.0 for t in tasks]
-        s = [np.std(by[(t, a)]) if by.get((t, a)) else 0.0 for t in tasks]
-        ax.bar(np.arange(len(tasks)) + i * width, m, width, yerr=s, label=a, capsize=3)
+        stats = [_score_and_spread(by[(t, a)]) if by.get((t, a)) else (np.nan, np.nan) for t in tasks]
+        m, s = zip(*stats, strict=True)
+        ax.bar(np.arange(len(tasks)) + i * width, m, width, yerr=s, label=a, capsize=3)  # NaN: no bar
     ax.set_xticks(np.arange(len(tasks)) + width * (len(algos) - 1) / 2, tasks, rotation=20)
     ax.set_ylabel("D4RL-normalised score")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "scores.png", dpi=120)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    found = {LOSS_KEY: 0, EVAL_KEY: 0}
     for r in rows:
         label = f"{r['task']}/{r['label']}/s{r.get('seed', '?')}"
-        for ax, key in zip(axes, ("policy/loss", "eval/normalized_score"), strict=True):
+        for ax, key in zip(axes, found, strict=True):
             x, y = read_curve(Path(r["run_dir"]), key)
             if len(x):
                 ax.plot(x, y, label=label)
-    axes[0].set_title("policy training loss")
+                found[key] += 1
+    axes[0].set_title("policy action-regression loss")
     axes[1].set_title("periodic evaluation (normalised score)")
+    if not found[EVAL_KEY]:
+        axes[1].text(0.5, 0.5, "no periodic evaluation logged\n(policy.eval_episodes=0)", ha="center")
     for ax in axes:
         ax.set_xlabel("update")
-    if any(ax.lines for ax in axes):
+    if found[LOSS_KEY]:
         axes[0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)
     plt.close(fig)
+    return {"runs_with_loss_curve": found[LOSS_KEY], "runs_with_eval_curve": found[EVAL_KEY]}
 
 
 def main() -> None:
@@ -140,8 +159,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     md = table(rows)
     (args.out / "results.md").write_text(md)
-    plot(rows, args.out)
+    curves = plot(rows, args.out)
     print(md)
+    print(", ".join(f"{k}: {v}" for k, v in curves.items()))
     print(f"wrote {args.out / 'results.md'}, {args.out / 'scores.png'}, {args.out / 'curves.png'}")
 
 

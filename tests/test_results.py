@@ -17,7 +17,10 @@ def test_results_table_and_plots(tmp_path):
             (d / "metrics.json").write_text(
                 json.dumps({"task": "hopper-medium", "algo": algo, "seed": seed, "normalized_score": score})
             )
-            (d / "metrics.csv").write_text("step,key,value\n100,policy/loss,0.5\n200,policy/loss,0.3\n")
+            (d / "metrics.csv").write_text(
+                "step,key,value\n100,policy/bc_loss,0.5\n200,policy/bc_loss,0.3\n"
+                + ("200,policy/eval/normalized_score,61.0\n" if algo == "ipd" else "")
+            )
     ablation = runs / "hopper-medium" / "train" / "ipd" / "rtg-arm"
     ablation.mkdir(parents=True)
     (ablation / "metrics.json").write_text(
@@ -45,6 +48,7 @@ def test_results_table_and_plots(tmp_path):
     assert "| hopper-medium | 45.0 ± 5.0 (n=2) | 65.0 ± 5.0 (n=2) | 30.0 (n=1, ±4.0 over episodes) |" in md
     assert "| **mean** | 45.0 (1 task) | 65.0 (1 task) | 30.0 (1 task) |" in md
     assert (out / "scores.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
+    assert "runs_with_loss_curve: 4, runs_with_eval_curve: 2" in proc.stdout
     assert "results.md" in proc.stdout
 
 
