@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stage-3 conditioning ablation: policy.condition=rtg|value|relabel on the same IPD-augmented data.
+# Stage-3 ablation: policy.condition=rtg|value|relabel on the same IPD-augmented data, plus value
+# conditioning without the Q-term (policy.train.alpha=0).
 # Stages 1-2 are shared (same config hash), so only the distillation runs three times.
 # Usage: bash benchmarks/ablation.sh <budget> <task> [<seed>...]    budget: cpu3k | cpu | paper
 #   (see benchmarks/budgets.sh; the README's ablation is cpu3k: 3,000 distillation updates).
@@ -14,4 +15,7 @@ for seed in $seeds; do
     python scripts/train.py task="$task" algo=ipd seed="$seed" policy.condition="$mode" \
       logging.label="ipd-$mode$suffix" $common $dt $iql $wm $plan
   done
+  # Is the Q-term what moves the score? The value arm without it.
+  python scripts/train.py task="$task" algo=ipd seed="$seed" policy.condition=value policy.train.alpha=0 \
+    logging.label="ipd-value-noq$suffix" $common $dt $iql $wm $plan
 done
