@@ -83,7 +83,8 @@ def save_checkpoint(path: str | os.PathLike, name: str, version: int, payload: d
 
 
 # numpy arrays (normaliser stats, recorded arrays) are the only non-torch objects we save.
-_NUMPY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype] + [
+_multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # numpy 2 | 1.x
+_NUMPY_GLOBALS = [_multiarray._reconstruct, np.ndarray, np.dtype] + [
     type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.uint32, np.bool_)
 ]
 

@@ -389,14 +389,12 @@ class EnsembleWorldModel(nn.Module):
         When ``U`` is over the elites (the default) only the elites are computed: both ``U`` and the
         sampled member come from them, so the other members would be pure cost (5/7 of the FLOPs).
         """
-        if self.cfg.uncertainty_members == "elites":
-            mean, logvar = self(self.normalize_inputs(states, actions), self.elites)
-            u = compute_uncertainty(mean, logvar, self.cfg.uncertainty, self.cfg.uncertainty_reduce)
-            picked = self._select(mean, logvar, generator, torch.arange(len(self.elites), device=mean.device))
-        else:
-            mean, logvar = self._normalized_predictions(states, actions)
-            u = self._uncertainty_from(mean, logvar)
-            picked = self._select(mean, logvar, generator, self.elites)
+        elites_only = self.cfg.uncertainty_members == "elites"
+        mean, logvar = self(self.normalize_inputs(states, actions), self.elites if elites_only else None)
+        u = compute_uncertainty(mean, logvar, self.cfg.uncertainty, self.cfg.uncertainty_reduce)
+        # Rows of mean are the elites themselves (elites_only) or all members, of which the elites.
+        pool = torch.arange(len(self.elites), device=mean.device) if elites_only else self.elites
+        picked = self._select(mean, logvar, generator, pool)
         delta = picked * self.target_std + self.target_mean
         next_states = states.to(delta) + delta[:, : self.obs_dim]
         if self._terminal_fn is not None:
