@@ -34,14 +34,29 @@ def collect(runs: Path) -> list[dict]:
     return rows
 
 
-def _cell(runs: list[dict]) -> str:
+def _group(rows: list[dict]) -> tuple[dict[tuple[str, str], list[dict]], list[str], list[str]]:
+    """Runs by (task, label), and the sorted tasks and labels."""
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["task"], r["label"])].append(r)
+    return by, sorted({t for t, _ in by}), sorted({a for _, a in by})
+
+
+def _score_and_spread(runs: list[dict]) -> tuple[float, float | None]:
+    """Mean score and its spread: std over seeds, or over episodes for a single seed (None if unknown)."""
     scores = [float(r["normalized_score"]) for r in runs]
     if len(scores) > 1:
-        return f"{np.mean(scores):.1f} ± {np.std(scores):.1f} (n={len(scores)})"
-    # One seed has no seed spread; show the spread over its evaluation episodes instead.
+        return float(np.mean(scores)), float(np.std(scores))
     episode_std = runs[0].get("normalized_score_std")
-    spread = f", ±{float(episode_std):.1f} over episodes" if episode_std is not None else ""
-    return f"{scores[0]:.1f} (n=1{spread})"
+    return scores[0], None if episode_std is None else float(episode_std)
+
+
+def _cell(runs: list[dict]) -> str:
+    mean, spread = _score_and_spread(runs)
+    if len(runs) > 1:
+        return f"{mean:.1f} ± {spread:.1f} (n={len(runs)})"
+    # One seed has no seed spread; show the spread over its evaluation episodes instead.
+    return f"{mean:.1f} (n=1" + (f", ±{spread:.1f} over episodes" if spread is not None else "") + ")"
 
 
 def _mean_cell(task_means: list[float]) -> str:
@@ -52,11 +67,7 @@ def _mean_cell(task_means: list[float]) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    by = defaultdict(list)
-    for r in rows:
-        by[(r["task"], r["label"])].append(r)
-    tasks = sorted({t for t, _ in by})
-    algos = sorted({a for _, a in by})
+    by, tasks, algos = _group(rows)
     lines = ["| task | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos)]
     means = defaultdict(list)
     for t in tasks:
@@ -65,7 +76,7 @@ def table(rows: list[dict]) -> str:
             runs = by.get((t, a))
             cells.append(_cell(runs) if runs else "–")
             if runs:
-                means[a].append(np.mean([float(r["normalized_score"]) for r in runs]))
+                means[a].append(_score_and_spread(runs)[0])
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     # A column averaged over fewer tasks is not comparable, so the count is shown.
     mean_cells = [_mean_cell(means[a]) for a in algos]
@@ -92,14 +103,6 @@ LOSS_KEY = "policy/bc_loss"  # action regression, comparable across dt / ipd (ip
 EVAL_KEY = "policy/eval/normalized_score"  # periodic evaluation (policy.eval_episodes > 0)
 
 
-def _score_and_spread(runs: list[dict]) -> tuple[float, float]:
-    """Mean and the spread the table shows: std over seeds, or over episodes for a single seed."""
-    scores = [float(r["normalized_score"]) for r in runs]
-    if len(scores) > 1:
-        return float(np.mean(scores)), float(np.std(scores))
-    return scores[0], float(runs[0].get("normalized_score_std") or 0.0)
-
-
 def plot(rows: list[dict], out: Path) -> dict[str, int]:
     """Write scores.png and curves.png; return how many runs each curve panel found."""
     import matplotlib
@@ -107,16 +110,12 @@ def plot(rows: list[dict], out: Path) -> dict[str, int]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = defaultdict(list)
-    for r in rows:
-        by[(r["task"], r["label"])].append(r)
-    tasks = sorted({t for t, _ in by})
-    algos = sorted({a for _, a in by})
+    by, tasks, algos = _group(rows)
     fig, ax = plt.subplots(figsize=(max(6, 2 * len(tasks)), 4))
     width = 0.8 / max(len(algos), 1)
     for i, a in enumerate(algos):
         stats = [_score_and_spread(by[(t, a)]) if by.get((t, a)) else (np.nan, np.nan) for t in tasks]
-        m, s = zip(*stats, strict=True)
+        m, s = zip(*((mean, np.nan if spread is None else spread) for mean, spread in stats), strict=True)
         ax.bar(np.arange(len(tasks)) + i * width, m, width, yerr=s, label=a, capsize=3)  # NaN: no bar
     ax.set_xticks(np.arange(len(tasks)) + width * (len(algos) - 1) / 2, tasks, rotation=20)
     ax.set_ylabel("D4RL-normalised score")
