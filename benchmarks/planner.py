@@ -12,7 +12,7 @@ Throughput counts imagined model transitions: B * N * H * iterations per plan ca
 The world model is a 7-member probabilistic ensemble MLP (4 x 200 SiLU, obs 11, act 3 as in Hopper;
 members batched via einsum, one member sampled per row, Gaussian next-state/reward sample, disagreement
 uncertainty, Hopper termination rule) with random weights (``--model random``), or the project's
-untrained ``ipd.models.ensemble.EnsembleWorldModel`` (``--model ensemble``, the default; planning cost
+untrained ``ipd.models.world_model.EnsembleWorldModel`` (``--model ensemble``, the default; planning cost
 does not depend on the weights). Start states are real hopper-medium observations when
 ``$IPD_DATA_DIR/hopper-medium.hdf5`` (default ``~/.cache/ipd-datasets``) exists,
 otherwise standard-normal vectors (planning cost does not depend on them).
@@ -34,7 +34,7 @@ import torch
 
 from ipd.data.sources import default_data_dir
 from ipd.models.base import ModelStep
-from ipd.models.ensemble import EnsembleWorldModel
+from ipd.models.world_model import EnsembleWorldModel
 from ipd.planning import Planner, PlannerConfig
 from ipd.tasks import get_task
 from ipd.utils import resolve_device
@@ -84,7 +84,8 @@ def make_model(args: argparse.Namespace, obs_dim: int, act_dim: int, device: tor
     """``ensemble``: an untrained ``EnsembleWorldModel`` (default config: 7 members, 4 x 200);
     ``random``: the stand-alone random ensemble MLP above."""
     if args.model == "ensemble":
-        model = EnsembleWorldModel(obs_dim, act_dim, task_name="hopper-medium").to(device).eval()
+        terminal = get_task("hopper-medium").is_terminal_torch
+        model = EnsembleWorldModel(obs_dim, act_dim, terminal_fn=terminal).to(device).eval()
         return model, "ensemble"
     model = RandomEnsembleModel(obs_dim, act_dim, args.members, args.hidden, args.layers, device=device)
     return model, f"random(E={args.members},{args.layers}x{args.hidden})"

@@ -36,7 +36,8 @@ from torch import nn
 
 from ipd.data import Transitions, episode_bounds, read_hdf5
 from ipd.data.sources import default_data_dir
-from ipd.models.ensemble import EnsembleWorldModel, WorldModelConfig, soft_clamp_logvar, train_world_model
+from ipd.models.world_model import EnsembleWorldModel, WorldModelConfig, soft_clamp_logvar
+from ipd.models.world_model_training import train_world_model
 from ipd.tasks import get_task
 from ipd.utils import resolve_device
 
@@ -288,7 +289,7 @@ def main() -> None:
     if not args.skip_accuracy:
         train, test = split_episodes(data, args.test_frac, args.max_transitions, args.seed)
         print(f"[accuracy] train {len(train)} / test {len(test)} transitions (whole episodes)")
-        model, metrics = train_world_model(train, cfg, args.task, device, progress=True)
+        model, metrics = train_world_model(train, cfg, get_task(args.task).is_terminal_torch, device)
         std = torch.as_tensor(train.observations.std(0) + 1e-3, device=device)
         result.update(
             {k: metrics[k] for k in ("epochs", "steps", "train_time_s", "samples_per_s", "stopped_by")},

@@ -1,6 +1,6 @@
 """Content-addressed artifact store for pipeline stages.
 
-Layout (DESIGN.md §3)::
+Layout (docs/design.md §3)::
 
     <root>/<task>/<stage>/<config-hash>/
         config.yaml      # the exact config that produced the artifact
@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ipd.data import Transitions
 from ipd.io import atomic_write_json, atomic_write_text
 
 DONE = "DONE"
@@ -92,3 +95,13 @@ class ArtifactStore:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def dataset_fingerprint(t: Transitions) -> str:
+    """Cheap content hash: sizes plus a strided sample of the arrays."""
+    h = hashlib.sha256()
+    stride = max(1, len(t) // 4096)
+    for arr in (t.observations[::stride], t.actions[::stride], t.rewards, t.terminals, t.timeouts):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(str((len(t), t.obs_dim, t.act_dim)).encode())
+    return h.hexdigest()[:16]

@@ -3,7 +3,7 @@
 :func:`evaluate_policy` runs exactly ``episodes`` episodes of a task's evaluation env
 (``Hopper-v4`` ...) over ``num_envs`` envs stepped together by a gymnasium vector env, and
 returns per-episode returns, lengths and D4RL-normalised scores
-(``100 * (return - random) / (expert - random)``, DESIGN.md §3).
+(``100 * (return - random) / (expert - random)``, docs/design.md §3).
 
 Scheme: episodes run in *rounds*. Round ``r`` resets every env, env ``i`` with seed
 ``seed + r * num_envs + i`` (so episode ``e`` always starts from ``seed + e`` whatever
@@ -21,7 +21,7 @@ the start. The wasted physics steps of finished envs are the price of lock-step 
 Deviation/assumption: actions are clipped to the action space (``clip_actions=True``)
 before stepping; the MuJoCo actuators clip anyway, but the control cost would otherwise
 be computed on the unclipped action. D4RL scores are reported on gymnasium ``*-v4`` envs,
-which share the D4RL v2 MuJoCo models (DESIGN.md §3).
+which share the D4RL v2 MuJoCo models (docs/design.md §3).
 """
 
 from __future__ import annotations

@@ -17,13 +17,17 @@ import os
 import pickle
 import tempfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-IPD_VERSION = "0.1.0"
+try:  # one source of truth: pyproject.toml's version, via the installed package metadata
+    IPD_VERSION = metadata.version("ipd")
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    IPD_VERSION = "0+unknown"
 
 
 class CheckpointError(RuntimeError):
@@ -116,35 +120,45 @@ def _load_or_explain(path: Path, map_location: str | torch.device = "cpu") -> An
     )
 
 
-def load_checkpoint(
-    path: str | os.PathLike, name: str, version: int, map_location: str | torch.device = "cpu"
-) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`, checking component and version."""
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read an ipd checkpoint once (safely) and return its dict; the header is checked by the caller."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}. Check the path, or train the model first.")
     blob = _load_or_explain(path, map_location)
-    header = blob.get("format") if isinstance(blob, dict) else None
-    if not isinstance(header, dict) or "name" not in header:
+    if not isinstance(blob, dict) or not isinstance(blob.get("format"), dict) or "name" not in blob["format"]:
         raise CheckpointError(f"{path} is not an ipd checkpoint (no format header).")
-    if header["name"] != name:
-        raise CheckpointError(f"{path} holds a '{header['name']}' checkpoint, expected '{name}'.")
-    if header.get("version") != version:
-        raise CheckpointError(
-            f"{path} is a '{name}' checkpoint of format version {header.get('version')} "
-            f"(written by ipd {header.get('ipd_version')}); this ipd {IPD_VERSION} reads version {version}. "
-            "Re-train it with this version, or check out the ipd release that wrote it."
-        )
     return blob
 
 
-def peek_format(path: str | os.PathLike) -> dict[str, Any]:
-    """The format header of an ipd checkpoint (plus its ``task``, if it records one)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint not found: {path}")
-    blob = _load_or_explain(path)
-    if not isinstance(blob, dict) or not isinstance(blob.get("format"), dict):
-        raise CheckpointError(f"{path} is not an ipd checkpoint (no format header).")
+def check_format(blob: Any, name: str, version: int, where: str | os.PathLike) -> None:
+    """The one format-header check: ``blob["format"]`` must name component ``name`` at ``version``.
+
+    ``where`` names the file (or the embedding checkpoint) in the error message.
+    """
+    header = blob.get("format") if isinstance(blob, dict) else None
+    if not isinstance(header, dict) or "name" not in header:
+        raise CheckpointError(f"{where} is not an ipd '{name}' checkpoint (no format header).")
+    if header["name"] != name:
+        raise CheckpointError(f"{where} holds a '{header['name']}' checkpoint, expected '{name}'.")
+    if header.get("version") != version:
+        raise CheckpointError(
+            f"{where} is a '{name}' checkpoint of format version {header.get('version')} "
+            f"(written by ipd {header.get('ipd_version')}); this ipd {IPD_VERSION} reads version {version}. "
+            "Re-train it with this version, or check out the ipd release that wrote it."
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike, name: str, version: int, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, checking component and version."""
+    blob = read_checkpoint(path, map_location)
+    check_format(blob, name, version, path)
+    return blob
+
+
+def checkpoint_task(blob: dict[str, Any]) -> str | None:
+    """The task a checkpoint records, wherever its component keeps it."""
     extra = blob.get("extra") if isinstance(blob.get("extra"), dict) else {}
-    return {**blob["format"], "task": blob.get("task") or blob.get("task_name") or extra.get("task")}
+    return blob.get("task") or blob.get("task_name") or extra.get("task")

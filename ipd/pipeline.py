@@ -13,75 +13,32 @@ section, the seed, the dataset fingerprint and the hashes of the artifacts it co
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ipd.artifacts import Artifact, ArtifactStore
-from ipd.data import (
-    Normalizer,
-    SequenceSampler,
-    Trajectories,
-    Transitions,
-    load_dataset,
-    read_hdf5,
-    write_hdf5,
-)
+from ipd.artifacts import Artifact, ArtifactStore, dataset_fingerprint
+from ipd.config import ConfigError, load_config, section, to_plain, validate_config  # noqa: F401 (API)
+from ipd.data import DatasetError, Normalizer, Transitions, load_dataset, read_hdf5, write_hdf5
+from ipd.distill import distill_policy
 from ipd.evaluation import EvalResult, evaluate_policy
-from ipd.io import atomic_write, atomic_write_json, torch_load
+from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
 from ipd.logging import RunLogger
-from ipd.tasks import TaskSpec, get_task
+from ipd.models.base import Policy
+from ipd.models.policies import load_policy
+from ipd.models.uncertainty import uncertainty_quantiles
+from ipd.models.value import IQLLearner
+from ipd.models.world_model import EnsembleWorldModel
+from ipd.models.world_model_training import train_world_model
+from ipd.planning.augment import augment_dataset
+from ipd.planning.planner import Planner
+from ipd.tasks import TaskSpec, UnknownTaskError, get_task
 from ipd.utils import resolve_device, set_seed
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A config value or key is invalid; the message names the key and the valid choices."""
-
-
-def load_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
-    """Compose ``configs/<config_name>.yaml`` with Hydra overrides, outside of a Hydra app."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-        return compose(config_name, overrides=overrides or [])
-
-
-def section(cfg: DictConfig, key: str, cls: type) -> Any:
-    """Build dataclass ``cls`` from ``cfg[key]`` (minus ``_target_``), naming bad keys."""
-    node = OmegaConf.to_container(cfg[key], resolve=True)
-    node.pop("_target_", None)
-    key = cfg._get_full_key(key) if isinstance(cfg, DictConfig) else key  # e.g. "policy.model"
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(node) - names)
-    if unknown:
-        raise ConfigError(f"Unknown key(s) {unknown} in '{key}'. Valid keys: {sorted(names)}.")
-    try:
-        return cls(**node)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"Invalid '{key}' config: {exc}") from exc
-
-
-def to_plain(cfg: DictConfig | dict) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
-def dataset_fingerprint(t: Transitions) -> str:
-    """Cheap content hash: sizes plus a strided sample of the arrays."""
-    h = hashlib.sha256()
-    stride = max(1, len(t) // 4096)
-    for arr in (t.observations[::stride], t.actions[::stride], t.rewards, t.terminals, t.timeouts):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    h.update(str((len(t), t.obs_dim, t.act_dim)).encode())
-    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -107,34 +64,6 @@ class Context:
     def log(self, metrics: dict, step: int, prefix: str) -> None:
         if self.logger is not None:
             self.logger.log(metrics, step, prefix)
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """Fail fast on bad values, before any data is loaded or model trained."""
-    from ipd.models.ensemble import WorldModelConfig
-    from ipd.models.sequence_trainer import SequenceTrainConfig
-    from ipd.models.transformer import DTConfig
-    from ipd.models.value import IQLConfig
-    from ipd.planning.augment import AugmentConfig
-    from ipd.planning.planner import PlannerConfig
-
-    get_task(str(cfg.task.name))
-    if str(cfg.algo) not in ("ipd", "dt", "iql"):
-        raise ConfigError(f"algo must be ipd|dt|iql, got '{cfg.algo}'")
-    if str(cfg.policy.condition) not in ("rtg", "value", "relabel"):
-        raise ConfigError(f"policy.condition must be rtg|value|relabel, got '{cfg.policy.condition}'")
-    for key in ("episodes", "num_envs", "max_episode_steps"):
-        if int(cfg.eval[key]) < 1:
-            raise ConfigError(f"eval.{key} must be >= 1, got {cfg.eval[key]}")
-    for key, cls in (("world_model", WorldModelConfig), ("value", IQLConfig), ("augment", AugmentConfig)):
-        section(cfg, key, cls)
-    section(cfg, "planner", PlannerConfig)
-    section(cfg.policy, "model", DTConfig)
-    section(cfg.policy, "train", SequenceTrainConfig)
-    try:
-        resolve_device(str(cfg.device))
-    except (ValueError, RuntimeError) as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
@@ -168,42 +97,36 @@ def _reuse(art: Artifact, stage: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- stage 1
-def learn_world_model(ctx: Context):
-    from ipd.models.ensemble import EnsembleWorldModel, WorldModelConfig, train_world_model
-
-    wm_cfg = section(ctx.cfg, "world_model", WorldModelConfig)
+def learn_world_model(ctx: Context) -> tuple[EnsembleWorldModel, Artifact]:
     art = ctx.store.artifact(ctx.task.name, "world_model", ctx.stage_config("world_model"))
     with ctx.store.lock(art):
         if not _reuse(art, "world_model"):
             t0 = time.perf_counter()
-            model, metrics = train_world_model(ctx.data, wm_cfg, ctx.task.name, ctx.device, ctx.progress)
-            model.save(art.file("world_model.pt"))
+            wm_cfg = section(ctx.cfg, "world_model")
+            terminal_fn = ctx.task.is_terminal_torch
+            model, metrics = train_world_model(ctx.data, wm_cfg, terminal_fn, ctx.device, ctx.progress)
+            model.save(art.file("world_model.pt"), task=ctx.task.name)
             metrics["uncertainty_quantiles"] = _u_quantiles(model, ctx.data)
             art.finish({**metrics, "wall_time_s": time.perf_counter() - t0})
-    return EnsembleWorldModel.load(art.file("world_model.pt"), ctx.device), art
+    return EnsembleWorldModel.load(art.file("world_model.pt"), ctx.device, ctx.task.is_terminal_torch), art
 
 
-def _u_quantiles(model, data: Transitions) -> dict[str, float]:
-    from ipd.models.ensemble import uncertainty_quantiles
+U_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
+U_QUANTILE_SAMPLES = 100_000  # random dataset rows used for the U quantiles (exact enough, seconds on CPU)
 
-    qs = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+def _u_quantiles(model: EnsembleWorldModel, data: Transitions, qs=U_QUANTILES) -> dict[str, float]:
     u = uncertainty_quantiles(model, data, quantiles=qs, max_samples=U_QUANTILE_SAMPLES)
     return {str(q): float(v) for q, v in u.items()}
 
 
-U_QUANTILE_SAMPLES = 100_000  # random dataset rows used for the U quantiles (exact enough, seconds on CPU)
-
-
-def learn_value(ctx: Context):
-    from ipd.models.value import IQLConfig, IQLLearner
-
-    iql_cfg = section(ctx.cfg, "value", IQLConfig)
+def learn_value(ctx: Context) -> tuple[IQLLearner, Artifact]:
     art = ctx.store.artifact(ctx.task.name, "value", ctx.stage_config("value"))
     final, state = art.file("iql.pt"), art.file("iql_state.pt")
     with ctx.store.lock(art):
         if not _reuse(art, "value"):
             t0 = time.perf_counter()
-            learner = IQLLearner(ctx.data.obs_dim, ctx.data.act_dim, iql_cfg, ctx.device)
+            learner = IQLLearner(ctx.data.obs_dim, ctx.data.act_dim, section(ctx.cfg, "value"), ctx.device)
             if state.is_file():  # resume an interrupted run
                 learner.load_state_dict(torch_load(state, ctx.device))
                 print(f"[ipd] value: resuming from {state}")
@@ -222,31 +145,30 @@ def learn_value(ctx: Context):
 # ----------------------------------------------------------------------------- stage 2
 def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=None, iql_art=None):
     """Stage 2. Trains (or reuses) stage 1 when its models are not passed in."""
-    from ipd.planning.augment import AugmentConfig, augment_dataset
-    from ipd.planning.planner import Planner, PlannerConfig
-
     if world_model is None:
         world_model, wm_art = learn_world_model(ctx)
     if iql is None:
         iql, iql_art = learn_value(ctx)
-    aug_cfg = section(ctx.cfg, "augment", AugmentConfig)
-    plan_cfg = section(ctx.cfg, "planner", PlannerConfig)
+    aug_cfg = section(ctx.cfg, "augment")
     parents = {"world_model_hash": wm_art.hash, "value_hash": iql_art.hash}
     conf = {**ctx.stage_config("augment", **parents), "planner": to_plain(ctx.cfg.planner)}
     art = ctx.store.artifact(ctx.task.name, "augment", conf)
     with ctx.store.lock(art):
         if not _reuse(art, "augment"):
-            q_u = wm_art.metrics().get("uncertainty_quantiles") or _u_quantiles(world_model, ctx.data)
-            threshold = _threshold_from_quantiles(q_u, aug_cfg.uncertainty_quantile, world_model, ctx.data)
-            plan_cfg = dataclasses.replace(plan_cfg, uncertainty_threshold=threshold)
+            q_u = wm_art.metrics().get("uncertainty_quantiles") or {}
+            key = str(aug_cfg.uncertainty_quantile)
+            if key not in q_u:
+                q_u = _u_quantiles(world_model, ctx.data, (aug_cfg.uncertainty_quantile,))
+            threshold = float(q_u[key])
+            plan_cfg = dataclasses.replace(section(ctx.cfg, "planner"), uncertainty_threshold=threshold)
             planner = Planner(
                 world_model, plan_cfg, ctx.data.act_dim, value_fn=iql.value_fn(), prior=iql.actor_prior()
             )
             result = augment_dataset(
                 ctx.data,
                 planner,
-                value_fn=lambda s: iql.value(s),
-                q_fn=lambda s, a: iql.q(s, a),
+                value_fn=iql.value,
+                q_fn=iql.q,
                 uncertainty_threshold=threshold,
                 cfg=aug_cfg,
                 gamma=float(ctx.cfg.value.gamma),
@@ -267,156 +189,64 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
 _SUMMARY_KEYS = ("selected", "accepted", "acceptance_rate", "mean_improvement_accepted", "imagined_rows")
 
 
-def _threshold_from_quantiles(q_u: dict, q: float, model, data: Transitions) -> float:
-    if str(q) in q_u:
-        return float(q_u[str(q)])
-    from ipd.models.ensemble import uncertainty_quantiles
-
-    return float(uncertainty_quantiles(model, data, quantiles=(q,), max_samples=U_QUANTILE_SAMPLES)[q])
-
-
 # ----------------------------------------------------------------------------- stage 3
-def conditioning_values(cfg: DictConfig, traj: Trajectories, iql) -> np.ndarray:
-    """Per-row conditioning token for ``policy.condition`` = rtg | value | relabel.
-
-    relabel follows QDT: max(RTG^γ_t, V(s_t)) with the critic's discount, so both terms are
-    on the same scale; inference then conditions on V(s_t).
-    """
-    mode = str(cfg.policy.condition)
-    if mode == "rtg":
-        return traj.returns_to_go
-    if iql is None:
-        raise ConfigError(f"policy.condition={mode} needs the stage-1 value function")
-    t = traj.transitions
-    values = t.extras.get("value")
-    if values is None or t.extras.get("imagined") is None:
-        values = _batched_numpy(iql.value, t.observations)
-    if mode == "value":
-        return values
-    if mode == "relabel":
-        return np.maximum(traj.discounted_returns_to_go(float(cfg.value.gamma)), values)
-    raise ConfigError(f"policy.condition must be rtg|value|relabel, got '{mode}'")
-
-
-def _batched_numpy(fn, x: np.ndarray, batch: int = 65536) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i : i + batch]), np.float32) for i in range(0, len(x), batch)])
-
-
 def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents: dict | None = None):
-    """Stage 3 (and the plain DT baseline): train the sequence policy; returns (checkpoint path, artifact)."""
-    from ipd.models.sequence_trainer import SequenceTrainConfig, SequenceTrainer
-    from ipd.models.transformer import DecisionTransformer, DTConfig
-
-    pol = ctx.cfg.policy
-    dt_cfg = section(pol, "model", DTConfig)
-    train_cfg = section(pol, "train", SequenceTrainConfig)
-    dataset = dataset if dataset is not None else ctx.data
-    conf = {**ctx.stage_config("policy", **(parents or {}))}
-    art = ctx.store.artifact(ctx.task.name, "policy", conf)
+    """Stage 3 (and the plain DT baseline) as an artifact; returns (checkpoint path, artifact)."""
+    art = ctx.store.artifact(ctx.task.name, "policy", ctx.stage_config("policy", **(parents or {})))
     final = art.file("policy.pt")
     with ctx.store.lock(art):
         if _reuse(art, "policy"):
             return final, art
         t0 = time.perf_counter()
-        traj = Trajectories.from_transitions(dataset)
-        cond = conditioning_values(ctx.cfg, traj, iql)
-        scale = float(ctx.cfg.task.return_scale)
-        norm = Normalizer.fit(ctx.data.observations)
-        sampler = SequenceSampler(
-            traj, dt_cfg.context, cond, scale, norm, None, dt_cfg.max_timestep, ctx.seed
-        )
-        model = DecisionTransformer(dataset.obs_dim, dataset.act_dim, dt_cfg)
-        critic = iql.q_torch if (iql is not None and train_cfg.alpha > 0) else None
-        trainer = SequenceTrainer(
-            model,
-            sampler,
-            train_cfg,
-            ctx.device,
-            critic=critic,
-            state_normalizer=norm,
-            checkpoint_path=art.file("train_state.pt"),
+        result = distill_policy(
+            dataset if dataset is not None else ctx.data,
+            iql,
+            section(ctx.cfg, "policy.model"),
+            section(ctx.cfg, "policy.train"),
+            section(ctx.cfg, "policy"),
+            return_scale=float(ctx.cfg.task.return_scale),
+            target_return=float(ctx.cfg.task.target_return),
+            gamma=float(ctx.cfg.value.gamma),
+            state_normalizer=Normalizer.fit(ctx.data.observations),  # the real data's statistics
+            eval_fn=lambda policy, episodes: _eval_metrics(evaluate(ctx, policy, episodes)),
+            checkpoint_dir=art.path,
+            critic_batch_size=int(ctx.cfg.value.batch_size),
+            seed=ctx.seed,
+            device=ctx.device,
+            progress=ctx.progress,
             log_fn=lambda m, s: ctx.log(m, s, "policy/"),
-            after_update=_critic_finetuner(ctx, dataset, iql, art, train_cfg) if critic is not None else None,
         )
-        conditioning = _conditioning(ctx)
-        metrics = trainer.train(progress=ctx.progress, eval_fn=_periodic_eval(ctx, norm, conditioning, iql))
-        trainer.save_policy(final, conditioning, extra=_policy_extra(ctx, iql))
-        summary = {k: v for k, v in metrics.items() if k != "history"}
-        art.finish({**summary, "wall_time_s": time.perf_counter() - t0})
-        art.file("train_state.pt").unlink(missing_ok=True)
-        art.file("critic_state.pt").unlink(missing_ok=True)
+        result.save(final, extra={"task": ctx.task.name, "algo": str(ctx.cfg.algo)})
+        art.finish({**result.metrics, "wall_time_s": time.perf_counter() - t0})
+        for name in ("train_state.pt", "critic_state.pt"):
+            art.file(name).unlink(missing_ok=True)
     return final, art
 
 
-def _critic_finetuner(ctx: Context, dataset: Transitions, iql, art: Artifact, train_cfg):
-    """``policy.finetune_critic``: one IQL step on the (augmented) data per policy update.
-
-    The critic state is checkpointed with the policy's training state (same period) so a
-    resumed run continues with the fine-tuned critic, not the stage-1 one.
-    """
-    if not bool(ctx.cfg.policy.get("finetune_critic", False)):
-        return None
-    state = art.file("critic_state.pt")
-    if state.is_file() and art.file("train_state.pt").is_file():
-        iql.load_state_dict(torch_load(state, ctx.device))
-    rng = np.random.default_rng(ctx.seed + 1)
-    keys = ("observations", "actions", "rewards", "next_observations", "terminals")
-    batch_size = int(ctx.cfg.value.batch_size)
-
-    def step(update: int) -> dict:
-        idx = rng.integers(0, len(dataset), batch_size)
-        metrics = iql.update({k: getattr(dataset, k)[idx] for k in keys})
-        if train_cfg.checkpoint_every and update % train_cfg.checkpoint_every == 0:
-            atomic_write(state, lambda tmp: torch.save(iql.state_dict(), tmp))
-        return {k: metrics[k] for k in ("q_loss", "v_loss") if k in metrics}
-
-    return step
-
-
-def _conditioning(ctx: Context):
-    from ipd.models.transformer import ConditioningConfig
-
-    mode = "rtg" if str(ctx.cfg.policy.condition) == "rtg" else "value"
-    return ConditioningConfig(mode, float(ctx.cfg.task.return_scale), float(ctx.cfg.task.target_return))
-
-
-def _policy_extra(ctx: Context, iql) -> dict:
-    """Task name, and for value conditioning the value network, so one file is enough to evaluate."""
-    extra: dict[str, Any] = {"task": ctx.task.name, "algo": str(ctx.cfg.algo)}
-    if str(ctx.cfg.policy.condition) != "rtg":
-        extra["value_model"] = iql.value_state()
-    return extra
-
-
-def _periodic_eval(ctx: Context, norm: Normalizer, conditioning, iql):
-    from ipd.models.transformer import DTPolicy
-
-    episodes = int(ctx.cfg.policy.get("eval_episodes", 0))
-    if episodes <= 0:
-        return None
-    value_fn = iql.value_fn() if conditioning.mode == "value" else None
-
-    def eval_fn(model, step: int) -> dict:
-        policy = DTPolicy(model, norm, conditioning, value_fn=value_fn, device=ctx.device)
-        res = evaluate(ctx, policy, episodes=episodes)
-        return {"normalized_score": res.normalized_mean, "return": res.return_mean}
-
-    return eval_fn
+def _eval_metrics(res: EvalResult) -> dict[str, float]:
+    return {"normalized_score": res.normalized_mean, "return": res.return_mean}
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate(ctx: Context, policy, episodes: int | None = None) -> EvalResult:
-    ev = ctx.cfg.eval
+def evaluate_on_task(
+    policy: Policy, task: TaskSpec, cfg: DictConfig, seed: int, episodes: int | None = None
+) -> EvalResult:
+    """The one evaluation rule: ``cfg.eval`` settings, env seeds offset from the training seed."""
+    ev = cfg.eval
     episodes = int(episodes or ev.episodes)
     return evaluate_policy(
         policy,
-        ctx.task,
+        task,
         episodes=episodes,
         num_envs=min(int(ev.num_envs), episodes),
-        seed=ctx.seed + 10_000,  # evaluation seeds never coincide with training seeds
+        seed=seed + 10_000,  # evaluation seeds never coincide with training seeds
         max_episode_steps=int(ev.max_episode_steps),
-        progress=ctx.progress,
+        progress=bool(cfg.logging.progress),
     )
+
+
+def evaluate(ctx: Context, policy: Policy, episodes: int | None = None) -> EvalResult:
+    return evaluate_on_task(policy, ctx.task, ctx.cfg, ctx.seed, episodes)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -452,30 +282,26 @@ def stage1(ctx: Context, need_world_model: bool = True):
     return wm, wm_art, iql, iql_art
 
 
-def train_policy(ctx: Context) -> tuple[Any, Path, dict]:
+def train_policy(ctx: Context) -> tuple[Policy, Path, dict]:
     """Run the stages ``cfg.algo`` needs; returns (policy for evaluation, checkpoint, stage info)."""
-    algo = str(ctx.cfg.algo)
-    if algo not in ("ipd", "dt", "iql"):
-        raise ConfigError(f"algo must be ipd|dt|iql, got '{algo}'")
-    if algo == "iql":
+    if str(ctx.cfg.algo) == "iql":
         iql, iql_art = learn_value(ctx)
         return iql.policy(), iql_art.file("iql.pt"), {"value": str(iql_art.path)}
-    cond = str(ctx.cfg.policy.condition)
-    use_aug = bool(ctx.cfg.policy.use_augmented)
+    dcfg = section(ctx.cfg, "policy")
     info: dict[str, str] = {}
     iql = parents = None
     dataset = ctx.data
-    if use_aug or cond != "rtg" or float(ctx.cfg.policy.train.alpha) > 0:
-        wm, wm_art, iql, iql_art = stage1(ctx, need_world_model=use_aug)
+    if dcfg.use_augmented or dcfg.needs_value or float(ctx.cfg.policy.train.alpha) > 0:
+        wm, wm_art, iql, iql_art = stage1(ctx, need_world_model=dcfg.use_augmented)
         parents = {"value_hash": iql_art.hash}
         info["value"] = str(iql_art.path)
-        if use_aug:
+        if dcfg.use_augmented:
             dataset, aug_art = augment(ctx, wm, wm_art, iql, iql_art)
             parents["augment_hash"] = aug_art.hash
             info["augment"] = str(aug_art.path)
     ckpt, pol_art = distill(ctx, dataset, iql, parents)
     info["policy"] = str(pol_art.path)
-    return load_policy(ckpt, ctx.device), ckpt, info
+    return load_policy(ckpt, ctx.device).policy, ckpt, info
 
 
 def run_train(cfg: DictConfig) -> float:
@@ -504,7 +330,7 @@ def run_train(cfg: DictConfig) -> float:
             eval=result.to_dict(),
             train_time_s=train_time,
         )
-        logger.log({"normalized_score": result.normalized_mean, "return": result.return_mean}, 0, "final/")
+        logger.log(_eval_metrics(result), 0, "final/")
     finally:
         logger.finish()
     print(json.dumps(summary))
@@ -521,11 +347,8 @@ def run_augment(cfg: DictConfig) -> None:
     ctx = make_context(cfg)
     _, art = augment(ctx)
     stats = art.metrics()
-    print(
-        json.dumps(
-            {"task": ctx.task.name, "augment": str(art.path), **{k: stats.get(k) for k in _SUMMARY_KEYS}}
-        )
-    )
+    summary = {"task": ctx.task.name, "augment": str(art.path), **{k: stats.get(k) for k in _SUMMARY_KEYS}}
+    print(json.dumps(summary))
 
 
 def run_distill(cfg: DictConfig) -> None:
@@ -534,61 +357,18 @@ def run_distill(cfg: DictConfig) -> None:
     print(json.dumps({"task": ctx.task.name, "algo": str(cfg.algo), "checkpoint": str(ckpt), **info}))
 
 
-def load_policy(path: str | Path, device: torch.device | str = "cpu"):
-    """A ready-to-run :class:`ipd.models.base.Policy` from any ipd policy checkpoint."""
-    from ipd.io import peek_format
-
-    kind = peek_format(path)["name"]
-    if kind == "ipd.iql":
-        from ipd.models.value import IQLLearner
-
-        return IQLLearner.load(path, device).policy()
-    if kind == "ipd.dt":
-        from ipd.models.transformer import DTPolicy, load_dt
-        from ipd.models.value import IQLValue
-
-        b = load_dt(path, device)
-        value_fn = None
-        if b.conditioning.mode == "value":
-            if "value_model" not in b.extra:
-                raise ConfigError(f"{path} is value-conditioned but bundles no value model; re-run distill.")
-            value_fn = IQLValue.from_state_dict(b.extra["value_model"], device)
-        return DTPolicy(b.model, b.state_normalizer, b.conditioning, value_fn=value_fn, device=device)
-    raise ConfigError(f"{path} is a '{kind}' checkpoint, not a policy (expected ipd.dt or ipd.iql).")
-
-
 def run_evaluate(cfg: DictConfig) -> float:
     if not cfg.checkpoint:
         raise ConfigError("scripts/evaluate.py needs checkpoint=path/to/policy.pt")
-    from ipd.io import peek_format
-
-    header = peek_format(cfg.checkpoint)
-    task = get_task(str(header.get("task") or cfg.task.name))
-    device = resolve_device(cfg.device)
-    policy = load_policy(cfg.checkpoint, device)
-    episodes = int(cfg.episodes or cfg.eval.episodes)
-    result = evaluate_policy(
-        policy,
-        task,
-        episodes=episodes,
-        num_envs=min(int(cfg.eval.num_envs), episodes),
-        seed=int(cfg.seed) + 10_000,
-        max_episode_steps=int(cfg.eval.max_episode_steps),
-        progress=bool(cfg.logging.progress),
-    )
-    out = {"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}
-    print(json.dumps(out))
+    loaded = load_policy(cfg.checkpoint, resolve_device(cfg.device))
+    task = get_task(str(loaded.task or cfg.task.name))
+    result = evaluate_on_task(loaded.policy, task, cfg, int(cfg.seed), cfg.episodes)
+    print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}))
     return result.normalized_mean
 
 
 def cli(fn, cfg: DictConfig):
     """Run a script entry point; known input errors exit with their message, not a traceback."""
-    import sys
-
-    from ipd.data import DatasetError
-    from ipd.io import CheckpointError
-    from ipd.tasks import UnknownTaskError
-
     try:
         return fn(cfg)
     except (ConfigError, DatasetError, CheckpointError, UnknownTaskError) as exc:

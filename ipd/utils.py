@@ -1,8 +1,9 @@
-"""Small shared helpers: seeding and device selection."""
+"""Small shared helpers: seeding, device selection and chunked evaluation over big arrays."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -25,3 +26,19 @@ def resolve_device(device: str = "auto") -> torch.device:
             f"device={device} requested but CUDA is not available; use device=cpu or device=auto."
         )
     return dev
+
+
+def apply_in_chunks(fn: Callable[..., object], *arrays: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """``fn`` over row-aligned ``arrays`` in chunks of ``chunk`` rows, concatenated as float32 ``[N]``.
+
+    Keeps peak memory bounded when a network scores a million dataset rows; ``fn`` may return
+    numpy arrays or tensors (anything ``np.asarray`` takes).
+    """
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"apply_in_chunks: arrays have different lengths {[len(a) for a in arrays]}")
+    parts = [
+        np.asarray(fn(*(a[i : i + chunk] for a in arrays)), np.float32).reshape(-1)
+        for i in range(0, n, chunk)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)

@@ -1,4 +1,4 @@
-"""Data contracts (DESIGN.md §3): transitions, trajectories, hdf5 IO, dataset lookup, DT sampler."""
+"""Data contracts (docs/design.md §3): transitions, trajectories, hdf5 IO, dataset lookup, DT sampler."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def test_results_reproduce_and_do_not_depend_on_num_envs():
 
 def test_normalized_score_formula_and_summary():
     res = evaluate_policy(ConstantPolicy([0.0, 0.0, 0.0]), HOPPER, episodes=2, seed=0, progress=False)
-    random_ret, expert_ret = -20.272305, 3234.3  # D4RL hopper reference returns (DESIGN.md §3)
+    random_ret, expert_ret = -20.272305, 3234.3  # D4RL hopper reference returns (docs/design.md §3)
     expected = 100.0 * (res.returns - random_ret) / (expert_ret - random_ret)
     np.testing.assert_allclose(res.normalized_scores, expected)
     assert res.normalized_mean == pytest.approx(expected.mean())

@@ -103,17 +103,22 @@ def test_checkpoint_corrupt_missing_and_foreign_files(tmp_path):
         load_checkpoint(foreign, "ipd.test", 1)
 
 
-def test_peek_format_reads_the_header(tmp_path):
-    from ipd.io import peek_format
+def test_read_checkpoint_once_then_check_its_header(tmp_path):
+    from ipd.io import check_format, checkpoint_task, read_checkpoint
 
     path = save_checkpoint(tmp_path / "p.pt", "ipd.dt", 3, {"task": "hopper-medium", "w": torch.zeros(2)})
-    header = peek_format(path)
-    assert header["name"] == "ipd.dt" and header["version"] == 3 and header["task"] == "hopper-medium"
+    blob = read_checkpoint(path)
+    assert blob["format"]["name"] == "ipd.dt" and checkpoint_task(blob) == "hopper-medium"
+    check_format(blob, "ipd.dt", 3, path)
+    with pytest.raises(CheckpointError, match="expected 'ipd.iql'"):
+        check_format(blob, "ipd.iql", 3, path)
+    with pytest.raises(CheckpointError, match="format version 3 .* reads version 1"):
+        check_format(blob, "ipd.dt", 1, path)
     torch.save({"w": 1}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not an ipd checkpoint"):
-        peek_format(tmp_path / "foreign.pt")
+        read_checkpoint(tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not found"):
-        peek_format(tmp_path / "absent.pt")
+        read_checkpoint(tmp_path / "absent.pt")
 
 
 class _Payload:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from ipd.artifacts import ArtifactStore, config_hash
-from ipd.pipeline import ConfigError, load_config, section
+from ipd.config import CONFIG_DIR, SECTIONS, ConfigError, load_config, section, validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -106,8 +107,21 @@ def test_every_task_and_group_option_composes():
     for planner in ("mppi", "cem"):
         assert load_config([f"planner={planner}"]).planner.method == planner
     cfg = load_config(["preset=smoke"])
-    section(cfg.policy, "model", DTConfig)
-    section(cfg.policy, "train", SequenceTrainConfig)
+    assert isinstance(section(cfg, "policy.model"), DTConfig)
+    assert isinstance(section(cfg, "policy.train"), SequenceTrainConfig)
+
+
+def test_every_section_builds_the_dataclass_its_target_names():
+    cfg = load_config(["planner=cem"])
+    for key in SECTIONS:
+        obj = section(cfg, key)
+        target = OmegaConf.select(cfg, key)._target_
+        assert f"{type(obj).__module__}.{type(obj).__name__}" == target
+    assert section(cfg, "planner").method == "cem"  # cem.yaml = mppi.yaml + method: cem
+    assert section(cfg, "planner").horizon == section(load_config([]), "planner").horizon
+    cfg.value._target_ = "ipd.models.value.NoSuchConfig"
+    with pytest.raises(ConfigError, match="value._target_"):
+        validate_config(cfg)
 
 
 def test_unknown_config_key_gets_hydra_error():
@@ -191,16 +205,12 @@ def test_artifact_hash_and_lock(tmp_path):
     ],
 )
 def test_bad_values_fail_before_training(override, message):
-    from ipd.pipeline import validate_config
-
     with pytest.raises(ConfigError, match=message):
         validate_config(load_config([override]))
 
 
 def test_launcher_configs_compose():
     from hydra import compose, initialize_config_dir
-
-    from ipd.pipeline import CONFIG_DIR
 
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         slurm = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)

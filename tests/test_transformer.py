@@ -8,16 +8,9 @@ import pytest
 import torch
 
 from ipd.data import Normalizer, SequenceSampler, Trajectories, Transitions
-from ipd.io import CheckpointError, save_checkpoint
+from ipd.models.policies import DTPolicy
 from ipd.models.sequence_trainer import SequenceTrainConfig, SequenceTrainer
-from ipd.models.transformer import (
-    ConditioningConfig,
-    DecisionTransformer,
-    DTConfig,
-    DTPolicy,
-    load_dt,
-    save_dt,
-)
+from ipd.models.transformer import ConditioningConfig, DecisionTransformer, DTConfig
 
 OBS, ACT, K = 11, 3, 5
 TINY = DTConfig(embed_dim=32, n_layers=2, n_heads=2, context=K, dropout=0.1, max_timestep=100)
@@ -119,30 +112,6 @@ def test_loss_goes_down(hopper_transitions):
     losses = [h["loss"] for h in out["history"]]
     assert out["step"] == 150 and len(losses) == 6
     assert losses[-1] < 0.3 * losses[0], losses
-
-
-def test_save_load_roundtrip_and_errors(tmp_path):
-    model = _model().eval()
-    norm = Normalizer(np.arange(OBS, dtype=np.float32), np.full(OBS, 2.0, np.float32))
-    cond = ConditioningConfig("rtg", 500.0, 3600.0)
-    path = save_dt(tmp_path / "dt.pt", model, norm, cond, extra={"task": "hopper-medium", "alpha": 1.0})
-    b = load_dt(path)
-    inputs = _inputs()
-    torch.testing.assert_close(b.model(*inputs), model(*inputs), rtol=0, atol=0)
-    assert b.model.cfg == TINY and b.conditioning == cond and b.extra["task"] == "hopper-medium"
-    np.testing.assert_array_equal(b.state_normalizer.mean, norm.mean)
-    np.testing.assert_array_equal(b.state_normalizer.std, norm.std)
-
-    bad = tmp_path / "corrupt.pt"
-    bad.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="corrupt"):
-        load_dt(bad)
-    save_checkpoint(tmp_path / "v2.pt", "ipd.dt", 2, {})
-    with pytest.raises(CheckpointError, match="version 2"):
-        load_dt(tmp_path / "v2.pt")
-    save_checkpoint(tmp_path / "other.pt", "ipd.world_model", 1, {})
-    with pytest.raises(CheckpointError, match="ipd.world_model"):
-        load_dt(tmp_path / "other.pt")
 
 
 def test_policy_rtg_mode_subtracts_rewards():

@@ -9,22 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from ipd.io import CheckpointError, save_checkpoint, torch_load
 from ipd.models.base import ModelStep
-from ipd.models.ensemble import (
-    EnsembleWorldModel,
-    WorldModelConfig,
+from ipd.models.uncertainty import (
     aleatoric_uncertainty,
     disagreement_uncertainty,
-    fit,
     gjs_uncertainty,
-    holdout_size,
     pairwise_gjs,
-    split_holdout,
-    train_world_model,
     uncertainty_quantiles,
     uncertainty_values,
 )
+from ipd.models.world_model import EnsembleWorldModel, WorldModelConfig
+from ipd.models.world_model_training import fit, holdout_size, split_holdout, train_world_model
+from ipd.tasks import get_task
+
+HOPPER_TERMINAL = get_task("hopper-medium").is_terminal_torch
 
 TINY = WorldModelConfig(
     ensemble_size=4, num_elites=3, hidden_dims=(64, 64), batch_size=64, max_epochs=15, patience=5, seed=0
@@ -33,7 +31,7 @@ TINY = WorldModelConfig(
 
 @pytest.fixture(scope="module")
 def fitted(hopper_transitions):
-    model, metrics = train_world_model(hopper_transitions, TINY, "hopper-medium", progress=False)
+    model, metrics = train_world_model(hopper_transitions, TINY, HOPPER_TERMINAL, progress=False)
     return model, metrics
 
 
@@ -50,10 +48,10 @@ def _batch(t, n: int, offset: int = 0):
     )
 
 
-def _constant_model(obs_dim: int = 11, act_dim: int = 3, task: str | None = "hopper-medium", **cfg):
+def _constant_model(obs_dim: int = 11, act_dim: int = 3, terminal_fn=HOPPER_TERMINAL, **cfg):
     """Untrained model whose member e predicts normalised mean e + 1 everywhere (zero head weights)."""
     c = WorldModelConfig(ensemble_size=4, num_elites=3, hidden_dims=(8,), **cfg)
-    model = EnsembleWorldModel(obs_dim, act_dim, c, task)
+    model = EnsembleWorldModel(obs_dim, act_dim, c, terminal_fn)
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()
@@ -254,7 +252,7 @@ def test_task_termination_applied(hopper_transitions):
         model.target_mean[0] = -1.0  # torso height drops by 1 -> below 0.7
     out = model.step(s, a)
     assert out.terminals.all() and (out.next_states[:, 0] < 0.7).all()
-    never = _constant_model(task=None, member_selection="mean")
+    never = _constant_model(terminal_fn=None, member_selection="mean")
     never.load_state_dict(model.state_dict())
     assert not never.step(s, a).terminals.any()
 
@@ -316,55 +314,13 @@ def test_fit_beats_no_change_baseline(fitted, hopper_transitions):
 
 def test_training_is_deterministic_and_capped(hopper_transitions):
     cfg = dataclasses.replace(TINY, max_steps=25, max_epochs=None)
-    m1, met1 = train_world_model(hopper_transitions, cfg, "hopper-medium", progress=False)
-    m2, met2 = train_world_model(hopper_transitions, cfg, "hopper-medium", progress=False)
+    m1, met1 = train_world_model(hopper_transitions, cfg, HOPPER_TERMINAL, progress=False)
+    m2, met2 = train_world_model(hopper_transitions, cfg, HOPPER_TERMINAL, progress=False)
     m3, _ = train_world_model(
-        hopper_transitions, dataclasses.replace(cfg, seed=1), "hopper-medium", progress=False
+        hopper_transitions, dataclasses.replace(cfg, seed=1), HOPPER_TERMINAL, progress=False
     )
     assert met1["steps"] == 25 and met1["stopped_by"] == "max_steps"
     sd1, sd2, sd3 = m1.state_dict(), m2.state_dict(), m3.state_dict()
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     assert met1["holdout_mse"] == met2["holdout_mse"] and met1["elites"] == met2["elites"]
     assert not torch.equal(sd1["head.weight"], sd3["head.weight"])
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def test_save_load_round_trip(fitted, hopper_transitions, tmp_path):
-    model, _ = fitted
-    path = model.save(tmp_path / "wm.pt")
-    loaded = EnsembleWorldModel.load(path, "cpu")
-    assert loaded.cfg == model.cfg and loaded.task_name == "hopper-medium"
-    assert torch.equal(loaded.elites, model.elites)
-    s, a = _batch(hopper_transitions, 257)
-    for x, y in zip(model.predict(s, a), loaded.predict(s, a), strict=True):
-        assert torch.equal(x, y)
-    o1 = model.step(s, a, torch.Generator().manual_seed(5))
-    o2 = loaded.step(s, a, torch.Generator().manual_seed(5))
-    for f in dataclasses.fields(ModelStep):
-        assert torch.equal(getattr(o1, f.name), getattr(o2, f.name))
-
-
-def test_bad_checkpoints_raise(fitted, tmp_path):
-    model, _ = fitted
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="corrupt"):
-        EnsembleWorldModel.load(corrupt)
-    good = model.save(tmp_path / "good.pt")
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(good.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="corrupt"):
-        EnsembleWorldModel.load(truncated)
-    blob = torch_load(good)
-    payload = {k: v for k, v in blob.items() if k != "format"}
-    save_checkpoint(tmp_path / "v2.pt", "ipd.world_model", 2, payload)
-    with pytest.raises(CheckpointError, match="format version 2"):
-        EnsembleWorldModel.load(tmp_path / "v2.pt")
-    save_checkpoint(tmp_path / "other.pt", "ipd.iql", 1, payload)
-    with pytest.raises(CheckpointError, match="expected 'ipd.world_model'"):
-        EnsembleWorldModel.load(tmp_path / "other.pt")
-    save_checkpoint(tmp_path / "partial.pt", "ipd.world_model", 1, {"obs_dim": 11})
-    with pytest.raises(CheckpointError, match="lacks"):
-        EnsembleWorldModel.load(tmp_path / "partial.pt")
-    with pytest.raises(CheckpointError, match="not found"):
-        EnsembleWorldModel.load(tmp_path / "missing.pt")

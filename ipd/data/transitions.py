@@ -1,12 +1,13 @@
 """Flat transition arrays, episode structure, returns-to-go and normalisation stats.
 
-Contract (DESIGN.md §3): an episode ends at ``terminals | timeouts`` or at the last row;
+Contract (docs/design.md §3): an episode ends at ``terminals | timeouts`` or at the last row;
 ``next_observations`` are the true next states and are never replaced by
 ``observations[i + 1]`` (which belongs to the next episode at a boundary).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,20 +115,34 @@ def episode_bounds(episode_ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts.astype(np.int64), (ends - starts + 1).astype(np.int64)
 
 
-def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float = 1.0) -> np.ndarray:
+def returns_to_go(
+    rewards: np.ndarray,
+    episode_ends: np.ndarray,
+    gamma: float = 1.0,
+    tail: np.ndarray | None = None,
+) -> np.ndarray:
     """Discounted reward-to-go within each episode, accumulated in float64, returned as float32.
+
+    ``tail`` (optional, [N]) bootstraps each episode: at an end row i the return is
+    ``r[i] + gamma * tail[i]`` (e.g. ``V(s'_i)`` at a timeout, 0 at a terminal); other rows
+    ignore it.
 
     Solves ``y[i] = r[i] + a[i] * y[i + 1]`` with ``a[i] = 0`` at episode ends (else ``gamma``)
     by a doubling scan: each pass doubles the look-ahead, so ``ceil(log2(longest episode))``
     vectorised passes over the array replace a Python loop over rows.
     """
     y = np.asarray(rewards, np.float64).reshape(-1).copy()
-    ends = np.asarray(episode_ends, bool).reshape(-1)
+    ends = np.asarray(episode_ends, bool).reshape(-1).copy()
     if len(ends) != len(y):
         raise ValueError(f"rewards has {len(y)} rows but episode_ends has {len(ends)}")
+    if len(ends):
+        ends[-1] = True  # the last row always ends an episode
+    if tail is not None:
+        tail = np.asarray(tail, np.float64).reshape(-1)
+        if len(tail) != len(y):
+            raise ValueError(f"rewards has {len(y)} rows but tail has {len(tail)}")
+        y += np.where(ends, float(gamma) * tail, 0.0)
     a = np.where(ends, 0.0, float(gamma))
-    if len(a):
-        a[-1] = 0.0  # the last row always ends an episode
     d = 1
     while d < len(y) and a.any():
         # Invariant: y[i] sums r[i .. i + d - 1] (discounted, cut at the episode end) and
@@ -210,3 +225,29 @@ class Normalizer:
     @classmethod
     def from_state_dict(cls, d: dict[str, np.ndarray]) -> Normalizer:
         return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+
+
+def reward_scale_for(transitions: Transitions, mode: str) -> float:
+    """Reward multiplier for a value learner's ``reward_normalization`` ``mode`` (returns | std | none).
+
+    ``returns`` is IQL's locomotion rule ``1000 / (max - min episode return)``.
+    """
+    if mode == "none":
+        return 1.0
+    if mode == "std":
+        std = float(np.std(transitions.rewards, dtype=np.float64))
+        if std < 1e-8:
+            warnings.warn("reward std is ~0; reward_normalization='std' falls back to scale 1.", stacklevel=3)
+            return 1.0
+        return 1.0 / std
+    if mode == "returns":
+        returns = Trajectories.from_transitions(transitions).episode_returns.astype(np.float64)
+        spread = float(returns.max() - returns.min())
+        if spread < 1e-6:
+            warnings.warn(
+                "all episodes have the same return; reward_normalization='returns' falls back to scale 1.",
+                stacklevel=3,
+            )
+            return 1.0
+        return 1000.0 / spread
+    raise ValueError(f"reward_normalization must be 'returns', 'std' or 'none', got '{mode}'")

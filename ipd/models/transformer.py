@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -249,121 +248,21 @@ def save_dt(
 
 def load_dt(path: str | os.PathLike, device: str | torch.device = "cpu") -> DTBundle:
     """Load a :func:`save_dt` checkpoint; raises :class:`ipd.io.CheckpointError` on any mismatch."""
-    blob = load_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION)
+    return dt_from_checkpoint(load_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION), path, device)
+
+
+def dt_from_checkpoint(
+    blob: dict[str, Any], where: str | os.PathLike, device: str | torch.device
+) -> DTBundle:
+    """Build the :class:`DTBundle` of an already read and format-checked ``ipd.dt`` checkpoint dict."""
     try:
         model = DecisionTransformer(blob["obs_dim"], blob["act_dim"], DTConfig(**blob["dt_config"]))
         model.load_state_dict(blob["state_dict"])
-        bundle = DTBundle(
+        return DTBundle(
             model=model.to(device).eval(),
             state_normalizer=Normalizer.from_state_dict(blob["state_normalizer"]),
             conditioning=ConditioningConfig(**blob["conditioning"]),
             extra=blob.get("extra", {}),
         )
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
-    return bundle
-
-
-# ----------------------------------------------------------------------------------------------
-# Inference
-
-
-class DTPolicy:
-    """:class:`ipd.models.base.Policy` over ``num_envs`` vectorised envs, keeping the last K steps.
-
-    ``value_fn`` (mode ``"value"``): raw states [B,obs] on ``device`` -> V(s) [B] in env-return
-    units, e.g. the IQL learner's value; the token for step t is ``value_fn(s_t) / scale``.
-    In mode ``"rtg"`` the token starts at ``target_return / scale`` and ``observe`` subtracts
-    ``reward / scale``.
-
-    ``observe(rewards, dones)`` clears the history of every env that finished, so its next
-    observation starts a new episode (t=0, fresh return-to-go).
-    """
-
-    def __init__(
-        self,
-        model: DecisionTransformer,
-        state_normalizer: Normalizer,
-        conditioning: ConditioningConfig,
-        value_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        device: str | torch.device = "cpu",
-        bf16: bool = False,
-    ) -> None:
-        if conditioning.mode == "value" and value_fn is None:
-            raise ValueError("conditioning mode 'value' needs a value_fn (raw states [B,obs] -> V [B]).")
-        if conditioning.mode == "rtg" and conditioning.target_return is None:
-            raise ValueError("conditioning mode 'rtg' needs conditioning.target_return.")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.state_normalizer = state_normalizer
-        self.cond = conditioning
-        self.value_fn = value_fn
-        self.autocast = bf16 and self.device.type == "cuda"
-        self.context = model.cfg.context
-        self.num_envs = 0
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        value_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        device: str | torch.device = "cpu",
-        bf16: bool = False,
-        target_return: float | None = None,
-    ) -> DTPolicy:
-        b = load_dt(path, device)
-        cond = b.conditioning
-        if target_return is not None:
-            cond = ConditioningConfig(cond.mode, cond.scale, target_return)
-        return cls(b.model, b.state_normalizer, cond, value_fn, device, bf16)
-
-    def reset(self, num_envs: int) -> None:
-        n, k, dev = num_envs, self.context, self.device
-        self.num_envs = n
-        self.states = torch.zeros(n, k, self.model.obs_dim, device=dev)
-        self.actions = torch.zeros(n, k, self.model.act_dim, device=dev)
-        self.conditioning = torch.zeros(n, k, 1, device=dev)  # scaled tokens
-        self.timesteps = torch.zeros(n, k, dtype=torch.long, device=dev)
-        self.mask = torch.zeros(n, k, device=dev)
-        self.t = torch.zeros(n, dtype=torch.long, device=dev)  # step index within the episode
-        self.rtg = torch.full((n,), float(self.cond.target_return or 0.0), device=dev)
-
-    @staticmethod
-    def _push(buf: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """Drop the oldest step and append ``value`` at position K-1."""
-        return torch.cat((buf[:, 1:], value[:, None]), dim=1)
-
-    @torch.inference_mode()
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        if self.num_envs == 0:
-            raise RuntimeError("call reset(num_envs) before act().")
-        raw = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
-        if raw.shape != (self.num_envs, self.model.obs_dim):
-            raise ValueError(
-                f"observations shape {tuple(raw.shape)}, expected ({self.num_envs}, {self.model.obs_dim})"
-            )
-        if self.cond.mode == "value":
-            token = self.value_fn(raw).reshape(-1).to(self.device, torch.float32)
-        else:
-            token = self.rtg
-        self.states = self._push(self.states, self.state_normalizer.normalize(raw))
-        self.actions = self._push(self.actions, torch.zeros_like(self.actions[:, 0]))  # a_t unknown yet
-        self.conditioning = self._push(self.conditioning, (token / self.cond.scale)[:, None])
-        self.timesteps = self._push(self.timesteps, self.t)
-        self.mask = self._push(self.mask, torch.ones_like(self.mask[:, 0]))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-            pred = self.model(self.states, self.actions, self.conditioning, self.timesteps, self.mask)
-        action = pred[:, -1].float().clamp(-1.0, 1.0)
-        self.actions[:, -1] = action
-        return action.cpu().numpy()
-
-    @torch.inference_mode()
-    def observe(self, rewards: np.ndarray, dones: np.ndarray) -> None:
-        r = torch.as_tensor(np.asarray(rewards), dtype=torch.float32, device=self.device).reshape(-1)
-        done = torch.as_tensor(np.asarray(dones), dtype=torch.bool, device=self.device).reshape(-1)
-        self.rtg -= r
-        self.t += 1
-        if done.any():
-            self.mask[done] = 0.0
-            self.t[done] = 0
-            self.rtg[done] = float(self.cond.target_return or 0.0)
+        raise CheckpointError(f"{where}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc

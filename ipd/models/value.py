@@ -36,7 +36,7 @@ Deviation/assumption:
   advantage, and their parameters never require grad, so Stage 3 can backpropagate through
   ``q_torch`` into actions without touching the critic.
 - Reward normalisation: ``"returns"`` is IQL's locomotion rule ``r * 1000 / (max episode return -
-  min episode return)``, with episodes split at ``terminals | timeouts`` (DESIGN.md §3); ``"std"``
+  min episode return)``, with episodes split at ``terminals | timeouts`` (docs/design.md §3); ``"std"``
   divides by the reward std; ``"none"`` keeps raw rewards. Only a *scale* is applied (no shift such
   as antmaze's ``r - 1``), so values map back to env units exactly.
 - Dropout (``dropout``) applies to the actor's hidden layers only (CORL's ``actor_dropout``) and
@@ -47,7 +47,6 @@ Deviation/assumption:
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 import warnings
@@ -60,13 +59,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ipd.data.transitions import Normalizer, Trajectories, Transitions
+from ipd.data.transitions import Normalizer, Transitions, reward_scale_for
 from ipd.io import CheckpointError, load_checkpoint, save_checkpoint
+from ipd.models.value_networks import Actor, EnsembleMLP, IQLValue, mlp
 
 CHECKPOINT_NAME = "ipd.iql"
 CHECKPOINT_VERSION = 1
-VALUE_STATE_NAME = "ipd.iql_value"
-VALUE_STATE_VERSION = 1
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -149,160 +147,6 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Networks
-
-
-def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.ReLU()]
-        in_dim = h
-    layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
-
-
-class EnsembleMLP(nn.Module):
-    """``E`` independent ReLU MLPs evaluated with batched matmuls: ``[B, in] -> [E, B, out]``.
-
-    Each member's layers are initialised like ``nn.Linear`` (uniform +-1/sqrt(fan_in)).
-    """
-
-    def __init__(self, in_dim: int, hidden: tuple[int, ...], out_dim: int, members: int) -> None:
-        super().__init__()
-        dims = (in_dim, *hidden, out_dim)
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
-            bound = 1.0 / math.sqrt(d_in)
-            self.weights.append(nn.Parameter(torch.empty(members, d_in, d_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound)))
-        self.members = members
-
-    def forward(self, x: torch.Tensor, detach_params: bool = False) -> torch.Tensor:
-        h = x.unsqueeze(0).expand(self.members, *x.shape)
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if detach_params:
-                w, b = w.detach(), b.detach()
-            h = torch.baddbmm(b, h, w)
-            if i < last:
-                h = torch.relu(h)
-        return h
-
-
-class Actor(nn.Module):
-    """Tanh-mean actor; ``gaussian`` adds a (state-independent or -dependent) log-std head.
-
-    Dropout is applied manually with an explicit ``torch.Generator`` so training is reproducible
-    without the global RNG.
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, cfg: IQLConfig) -> None:
-        super().__init__()
-        self.gaussian = cfg.actor == "gaussian"
-        self.state_dependent_std = self.gaussian and cfg.state_dependent_std
-        self.dropout = float(cfg.dropout or 0.0)
-        self.log_std_min, self.log_std_max = cfg.log_std_min, cfg.log_std_max
-        dims = (obs_dim, *cfg.hidden_dims)
-        self.hidden = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims[:-1], dims[1:], strict=True))
-        out = 2 * act_dim if self.state_dependent_std else act_dim
-        self.head = nn.Linear(dims[-1], out)
-        self.act_dim = act_dim
-        if self.gaussian and not self.state_dependent_std:
-            self.log_std = nn.Parameter(torch.zeros(act_dim))
-
-    def forward(
-        self, obs: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Mean action in [-1, 1] and log-std (None for the deterministic actor).
-
-        Dropout is active iff ``generator`` is given (training).
-        """
-        h = obs
-        for layer in self.hidden:
-            h = torch.relu(layer(h))
-            if generator is not None and self.dropout > 0:
-                keep = torch.rand(h.shape, generator=generator, device=h.device) >= self.dropout
-                h = h * keep / (1.0 - self.dropout)
-        out = self.head(h)
-        if not self.gaussian:
-            return torch.tanh(out), None
-        if self.state_dependent_std:
-            mean, log_std = out.split(self.act_dim, dim=-1)
-        else:
-            mean, log_std = out, self.log_std.expand_as(out)
-        return torch.tanh(mean), log_std.clamp(self.log_std_min, self.log_std_max)
-
-    def bc_loss(
-        self, obs: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        """Per-sample behaviour-cloning loss [B]: -log N(a; mean, std) or ||mean - a||^2."""
-        mean, log_std = self(obs, generator)
-        if log_std is None:
-            return (mean - actions).square().sum(-1)
-        z = (actions - mean) * torch.exp(-log_std)
-        return (0.5 * z.square() + log_std + 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Standalone value function
-
-
-class IQLValue:
-    """V(s) in env-return units from raw states: an :class:`ipd.models.base.ValueFunction`.
-
-    ``__call__(states [B, obs] tensor) -> [B]`` on the states' device, under no_grad. Built by
-    :meth:`IQLLearner.value_fn` (sharing the learner's live network) or, standalone, from
-    :meth:`IQLLearner.value_state` via :meth:`from_state_dict` (e.g. bundled in a DT checkpoint).
-    """
-
-    def __init__(
-        self, net: nn.Module, normalizer: Normalizer, reward_scale: float, device: torch.device
-    ) -> None:
-        self.net, self.device = net, torch.device(device)
-        self.normalizer, self.reward_scale = normalizer, float(reward_scale)
-        self._mean = torch.as_tensor(normalizer.mean, device=self.device)
-        self._std = torch.as_tensor(normalizer.std, device=self.device)
-
-    def __call__(self, states: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            x = states.to(self.device, torch.float32)
-            v = self.net((x - self._mean) / self._std).squeeze(-1) / self.reward_scale
-        return v.to(states.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        net = self.net
-        hidden = tuple(m.out_features for m in net if isinstance(m, nn.Linear))[:-1]
-        return {
-            "format": {"name": VALUE_STATE_NAME, "version": VALUE_STATE_VERSION},
-            "obs_dim": int(net[0].in_features),
-            "hidden_dims": hidden,
-            "net": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-            "normalizer": self.normalizer.state_dict(),
-            "reward_scale": self.reward_scale,
-        }
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> IQLValue:
-        header = state.get("format") if isinstance(state, dict) else None
-        if not isinstance(header, dict) or header.get("name") != VALUE_STATE_NAME:
-            raise CheckpointError(f"Not an IQL value state (expected format '{VALUE_STATE_NAME}').")
-        if header.get("version") != VALUE_STATE_VERSION:
-            raise CheckpointError(
-                f"IQL value state of format version {header.get('version')}; this ipd reads "
-                f"version {VALUE_STATE_VERSION}. Re-train the value function with this version."
-            )
-        try:
-            net = _mlp(int(state["obs_dim"]), tuple(state["hidden_dims"]), 1)
-            net.load_state_dict(state["net"])
-            norm = Normalizer.from_state_dict(state["normalizer"])
-            scale = float(state["reward_scale"])
-        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"Malformed IQL value state ({exc}).") from exc
-        return cls(net.to(device).eval().requires_grad_(False), norm, scale, torch.device(device))
-
-
-# ----------------------------------------------------------------------------------------------
 # Learner
 
 
@@ -331,7 +175,7 @@ class IQLLearner:
         # the caller's global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.v_net = _mlp(self.obs_dim, cfg.hidden_dims, 1)
+            self.v_net = mlp(self.obs_dim, cfg.hidden_dims, 1)
             self.q_net = EnsembleMLP(self.obs_dim + self.act_dim, cfg.hidden_dims, 1, members=2)
             self.actor = Actor(self.obs_dim, self.act_dim, cfg)
         self.q_target = copy.deepcopy(self.q_net).requires_grad_(False)
@@ -685,11 +529,18 @@ class IQLLearner:
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> IQLLearner:
         """Load a checkpoint written by :meth:`save`; raises :class:`ipd.io.CheckpointError`."""
         blob = load_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, map_location="cpu")
+        return cls.from_checkpoint(blob, path, device)
+
+    @classmethod
+    def from_checkpoint(
+        cls, blob: dict[str, Any], where: str | os.PathLike, device: str | torch.device = "cpu"
+    ) -> IQLLearner:
+        """Build a learner from an already read and format-checked ``ipd.iql`` checkpoint dict."""
         try:
             learner = cls(blob["obs_dim"], blob["act_dim"], IQLConfig(**blob["config"]), device)
             learner.load_state_dict(blob)
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
+            raise CheckpointError(f"{where}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
         learner._train_mode(False)
         return learner
 
@@ -702,29 +553,6 @@ def _to_cpu(x: Any) -> Any:
     if isinstance(x, list):
         return [_to_cpu(v) for v in x]
     return x
-
-
-def reward_scale_for(transitions: Transitions, mode: str) -> float:
-    """Internal reward multiplier for ``reward_normalization`` ``mode`` (see :class:`IQLConfig`)."""
-    if mode == "none":
-        return 1.0
-    if mode == "std":
-        std = float(np.std(transitions.rewards, dtype=np.float64))
-        if std < 1e-8:
-            warnings.warn("reward std is ~0; reward_normalization='std' falls back to scale 1.", stacklevel=3)
-            return 1.0
-        return 1.0 / std
-    if mode == "returns":
-        returns = Trajectories.from_transitions(transitions).episode_returns.astype(np.float64)
-        spread = float(returns.max() - returns.min())
-        if spread < 1e-6:
-            warnings.warn(
-                "all episodes have the same return; reward_normalization='returns' falls back to scale 1.",
-                stacklevel=3,
-            )
-            return 1.0
-        return 1000.0 / spread
-    raise ValueError(f"reward_normalization must be 'returns', 'std' or 'none', got '{mode}'")
 
 
 class IQLPolicy:

@@ -1,6 +1,6 @@
 """Stage 2: augment the dataset with imagined, planned continuations of suboptimal segments.
 
-Steps (DESIGN.md §1 Stage 2):
+Steps (docs/design.md §1, stage 2):
 
 1. **Score** every dataset step with the advantage ``A_t = Q(s_t, a_t) - V(s_t)`` and the
    return gap ``G_t = V(s_t) - RTG^γ_t``. ``RTG^γ`` is bootstrapped with ``V(s'_T)`` at a
@@ -26,7 +26,6 @@ original trajectories alongside the stitched ones (so imagination only adds data
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +33,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ipd.data.transitions import Trajectories, Transitions
+from ipd.data.transitions import Trajectories, Transitions, returns_to_go
 from ipd.io import atomic_write
+from ipd.utils import apply_in_chunks
 
 
 @dataclass
@@ -70,39 +70,21 @@ class StepScores:
     continuation: np.ndarray  # Σ_{k<L} γ^k r_{t+k} + γ^L V(s_{t+L}), truncated at episode end [N]
 
 
-def _batched(fn: Callable[..., torch.Tensor], *arrays: np.ndarray, batch: int = 65536) -> np.ndarray:
-    out = []
-    for i in range(0, len(arrays[0]), batch):
-        out.append(np.asarray(fn(*(a[i : i + batch] for a in arrays)), np.float32).reshape(-1))
-    return np.concatenate(out)
-
-
 def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float, horizon: int) -> StepScores:
     """Advantage, return gap and the L-step bootstrapped dataset continuation for every row.
 
     ``value_fn(obs)`` and ``q_fn(obs, act)`` take numpy batches and return env-return units.
     """
     t = traj.transitions
-    v = _batched(value_fn, t.observations)
-    v_next = _batched(value_fn, t.next_observations)
-    q = _batched(q_fn, t.observations, t.actions)
+    v = apply_in_chunks(value_fn, t.observations)
+    v_next = apply_in_chunks(value_fn, t.next_observations)
+    q = apply_in_chunks(q_fn, t.observations, t.actions)
     # Bootstrap value after the last step of an episode: 0 at a terminal, V(s') at a timeout.
     ends = t.episode_ends
     tail = np.where(ends & ~t.terminals, v_next, 0.0)
-    rtg = _discounted_with_tail(t.rewards, ends, tail, gamma)
+    rtg = returns_to_go(t.rewards, ends, gamma, tail=tail)
     cont = _truncated_continuation(t.rewards, v, v_next, t.terminals, traj, gamma, horizon)
     return StepScores(v, q - v, v - rtg, cont)
-
-
-def _discounted_with_tail(rewards, ends, tail, gamma) -> np.ndarray:
-    out = np.zeros(len(rewards), np.float64)
-    running = 0.0
-    for i in range(len(rewards) - 1, -1, -1):
-        if ends[i]:
-            running = tail[i]
-        running = rewards[i] + gamma * running
-        out[i] = running
-    return out.astype(np.float32)
 
 
 def _truncated_continuation(rewards, v, v_next, terminals, traj: Trajectories, gamma, horizon) -> np.ndarray:

@@ -21,26 +21,14 @@ ONE batched pass: every layer is an :class:`EnsembleLinear` (weights ``[E, in, o
   weights are kept and restored at the end, and the elites are the members with the lowest holdout
   MSE. Termination is not learned: the task's known rule (:mod:`ipd.tasks`) is applied to every
   imagined next state.
-- Uncertainty ``U(s, a)`` (IPD paper): pairwise Gaussian Jensen-Shannon divergence between the
-  members' predicted Gaussians, geometric-mean form (Nielsen, "On the Jensen-Shannon symmetrization
-  of distances relying on abstract means", Entropy 2019; Deasy et al., "Constraining Variational
-  Inference with Geometric Jensen-Shannon Divergence", NeurIPS 2020). For diagonal Gaussians p, q
-  with precisions a = 1/σp², b = 1/σq², the geometric mean m has precision (a + b)/2 and mean
-  σm²(aμp + bμq)/2, and ``JS_G = ½ KL(p‖m) + ½ KL(q‖m)`` simplifies per dimension to::
-
-      JS_G = ½ [sinh²(d/2) - log cosh(d/2)] + (a² + b²)(μp - μq)² / (8 (a + b)),  d = log(a / b)
-
-  (derivation: with t = (a + b)² / (4ab) = cosh²(d/2) the two KLs sum to ½[2(t - 1) - log t]
-  plus the mean term), summed over output dims and reduced over all member pairs at once (max or
-  mean). It is zero iff the members agree, symmetric, and grows with both mean disagreement
-  (epistemic) and variance mismatch; the mean term is weighted by the precisions, so confident
-  members that disagree score high (aleatoric and epistemic together).
+- Uncertainty ``U(s, a)``: see :mod:`ipd.models.uncertainty` (Gaussian Jensen-Shannon by default).
+- Training lives in :mod:`ipd.models.world_model_training` (holdout, early stopping, elites).
 
 Deviation/assumption (the IPD paper does not specify these):
 
 - Holdout size: ``n_holdout = min(int(holdout_ratio * N), max_holdout)`` (at least 1), a random
   (seeded) subset of transitions as in MBPO. With the defaults this is 20% of N capped at 5000,
-  i.e. DESIGN.md's "min(20%, 1000..5000)" for any dataset above 5k transitions. Normalisers are
+  i.e. docs/design.md's "min(20%, 1000..5000)" for any dataset above 5k transitions. Normalisers are
   fit on the training split only.
 - Stopping: training stops after ``patience`` consecutive epochs in which no member improved its
   best holdout MSE by at least ``improvement_threshold`` (relative), or at ``max_epochs``,
@@ -70,22 +58,20 @@ Deviation/assumption (the IPD paper does not specify these):
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from ipd.data import Normalizer, Transitions
+from ipd.data import Normalizer
 from ipd.io import CheckpointError, load_checkpoint, save_checkpoint
 from ipd.models.base import ModelStep
-from ipd.tasks import get_task
+from ipd.models.uncertainty import UNCERTAINTY_KINDS, compute_uncertainty
+
+TerminalFn = Callable[[torch.Tensor], torch.Tensor]  # raw next states [B, obs] -> bool [B]
 
 CHECKPOINT_NAME = "ipd.world_model"
 CHECKPOINT_VERSION = 1
@@ -141,7 +127,7 @@ class WorldModelConfig:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
         choices = {
             "activation": tuple(ACTIVATIONS),
-            "uncertainty": ("gjs", "disagreement", "aleatoric"),
+            "uncertainty": UNCERTAINTY_KINDS,
             "uncertainty_reduce": ("max", "mean"),
             "uncertainty_members": ("elites", "all"),
             "member_selection": ("random", "fixed", "mean"),
@@ -203,57 +189,6 @@ def soft_clamp_logvar(
     logvar = max_logvar - F.softplus(max_logvar - logvar)
     return min_logvar + F.softplus(logvar - min_logvar)
 
-
-# ----------------------------------------------------------------------------- uncertainty measures
-def _log_cosh(x: torch.Tensor) -> torch.Tensor:
-    x = x.abs()
-    return x + F.softplus(-2.0 * x) - math.log(2.0)
-
-
-def pairwise_gjs(
-    mean_p: torch.Tensor, logvar_p: torch.Tensor, mean_q: torch.Tensor, logvar_q: torch.Tensor
-) -> torch.Tensor:
-    """Geometric Jensen-Shannon divergence of diagonal Gaussians, per dim (closed form, see module doc)."""
-    d = logvar_p - logvar_q  # log(a / b) with a = 1/var_p, b = 1/var_q; the shape term is even in d
-    shape = 0.5 * (torch.sinh(0.5 * d).square() - _log_cosh(0.5 * d))
-    a, b = torch.exp(-logvar_p), torch.exp(-logvar_q)
-    location = (a.square() + b.square()) * (mean_p - mean_q).square() / (8.0 * (a + b))
-    return shape + location
-
-
-def gjs_uncertainty(mean: torch.Tensor, logvar: torch.Tensor, reduce: str = "max") -> torch.Tensor:
-    """Pairwise GJS over all member pairs at once: ``[E, B, D] -> [B]`` (sum over D, reduce pairs)."""
-    e = mean.shape[0]
-    if e < 2:
-        return mean.new_zeros(mean.shape[1])
-    i, j = torch.triu_indices(e, e, offset=1, device=mean.device)
-    js = pairwise_gjs(mean[i], logvar[i], mean[j], logvar[j]).sum(-1)  # [P, B]
-    js = js.clamp_min(0.0)  # exact value is >= 0; guards float round-off
-    return js.amax(0) if reduce == "max" else js.mean(0)
-
-
-def disagreement_uncertainty(mean: torch.Tensor, reduce: str = "max") -> torch.Tensor:
-    """Deviation of each member's mean from the ensemble mean (L2 over dims), max/mean over members."""
-    dev = (mean - mean.mean(0, keepdim=True)).norm(dim=-1)  # [E, B]
-    return dev.amax(0) if reduce == "max" else dev.mean(0)
-
-
-def aleatoric_uncertainty(logvar: torch.Tensor, reduce: str = "max") -> torch.Tensor:
-    """L2 norm of each member's predicted std (as in MOPO), max/mean over members."""
-    norm = torch.exp(0.5 * logvar).norm(dim=-1)  # [E, B]
-    return norm.amax(0) if reduce == "max" else norm.mean(0)
-
-
-def compute_uncertainty(mean: torch.Tensor, logvar: torch.Tensor, kind: str, reduce: str) -> torch.Tensor:
-    if kind == "gjs":
-        return gjs_uncertainty(mean, logvar, reduce)
-    if kind == "disagreement":
-        return disagreement_uncertainty(mean, reduce)
-    if kind == "aleatoric":
-        return aleatoric_uncertainty(logvar, reduce)
-    raise ValueError(f"unknown uncertainty {kind!r}; use gjs | disagreement | aleatoric")
-
-
 # ----------------------------------------------------------------------------- model
 class EnsembleWorldModel(nn.Module):
     """E probabilistic MLPs predicting a Gaussian over normalised ``(Δs, r)`` from normalised ``(s, a)``.
@@ -267,13 +202,14 @@ class EnsembleWorldModel(nn.Module):
         obs_dim: int,
         act_dim: int,
         cfg: WorldModelConfig | None = None,
-        task_name: str | None = None,
+        terminal_fn: TerminalFn | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg = cfg if cfg is not None else WorldModelConfig()
-        self.obs_dim, self.act_dim, self.task_name = int(obs_dim), int(act_dim), task_name
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
         self.out_dim = self.obs_dim + 1
-        self._terminal_fn = get_task(task_name).is_terminal_torch if task_name is not None else None
+        # The task's known termination rule (e.g. ``TaskSpec.is_terminal_torch``); None: never terminates.
+        self.terminal_fn = terminal_fn
         self._act = ACTIVATIONS[cfg.activation]
         gen = torch.Generator().manual_seed(cfg.seed)
         dims = [self.obs_dim + self.act_dim, *cfg.hidden_dims]
@@ -397,8 +333,8 @@ class EnsembleWorldModel(nn.Module):
         picked = self._select(mean, logvar, generator, pool)
         delta = picked * self.target_std + self.target_mean
         next_states = states.to(delta) + delta[:, : self.obs_dim]
-        if self._terminal_fn is not None:
-            terminals = self._terminal_fn(next_states)
+        if self.terminal_fn is not None:
+            terminals = self.terminal_fn(next_states)
         else:
             terminals = torch.zeros(len(next_states), dtype=torch.bool, device=next_states.device)
         return ModelStep(next_states, delta[:, -1], terminals, u)
@@ -429,7 +365,9 @@ class EnsembleWorldModel(nn.Module):
         return out
 
     # ------------------------------------------------------------------ checkpoint
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, task: str | None = None) -> Path:
+        """Atomically save weights, normalisers, elites, dims and config (``task`` is metadata only:
+        the termination rule is code, passed again to :meth:`load`)."""
         payload = {
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "normalizers": {
@@ -440,14 +378,17 @@ class EnsembleWorldModel(nn.Module):
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
             "config": asdict(self.cfg),
-            "task_name": self.task_name,
+            "task": task,
         }
         return save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, payload)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> EnsembleWorldModel:
+    def load(
+        cls, path: str | Path, device: str | torch.device = "cpu", terminal_fn: TerminalFn | None = None
+    ) -> EnsembleWorldModel:
+        """Load :meth:`save`'s checkpoint; ``terminal_fn`` is the task's termination rule (None: none)."""
         blob = load_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, map_location="cpu")
-        missing = [k for k in ("state_dict", "obs_dim", "act_dim", "config", "task_name") if k not in blob]
+        missing = [k for k in ("state_dict", "obs_dim", "act_dim", "config") if k not in blob]
         if missing:
             raise CheckpointError(
                 f"{path}: world-model checkpoint lacks {missing}; it is incomplete, re-train it."
@@ -460,238 +401,10 @@ class EnsembleWorldModel(nn.Module):
             )
         try:
             model = cls(
-                blob["obs_dim"], blob["act_dim"], WorldModelConfig(**blob["config"]), blob["task_name"]
+                blob["obs_dim"], blob["act_dim"], WorldModelConfig(**blob["config"]), terminal_fn
             )
             model.load_state_dict(blob["state_dict"])
         except (RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: world-model weights do not match its config ({exc}).") from exc
         return model.to(device).eval()
 
-
-# ----------------------------------------------------------------------------- training
-def holdout_size(n: int, cfg: WorldModelConfig) -> int:
-    """``min(int(holdout_ratio * n), max_holdout)``, at least 1 and leaving at least 1 training row."""
-    if n < 2:
-        raise ValueError(f"need at least 2 transitions to train a world model, got {n}")
-    return int(min(max(1, min(int(cfg.holdout_ratio * n), cfg.max_holdout)), n - 1))
-
-
-def split_holdout(n: int, cfg: WorldModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random (train, holdout) row indices, exactly as :func:`train_world_model` uses them."""
-    perm = np.random.default_rng(cfg.seed).permutation(n)
-    k = holdout_size(n, cfg)
-    return np.sort(perm[k:]), np.sort(perm[:k])
-
-
-@torch.no_grad()
-def member_mse(model: EnsembleWorldModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-member MSE ``[E]`` of the predicted means on normalised ``x [N, in]``, ``y [N, D]`` (batched)."""
-    total = torch.zeros(model.cfg.ensemble_size, device=x.device, dtype=torch.float64)
-    for start in range(0, len(x), model.cfg.eval_batch_size):
-        stop = start + model.cfg.eval_batch_size
-        mean, _ = model(x[start:stop])
-        total += (mean - y[start:stop]).square().sum(dim=(1, 2), dtype=torch.float64)
-    return (total / (len(x) * y.shape[-1])).float()
-
-
-class _BestWeights:
-    """Per-member snapshot of all parameters (member axis first) and its holdout MSE."""
-
-    def __init__(self, model: EnsembleWorldModel) -> None:
-        self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self.mse = torch.full((model.cfg.ensemble_size,), float("inf"), device=model.device)
-
-    def update(self, model: EnsembleWorldModel, mse: torch.Tensor, threshold: float) -> torch.Tensor:
-        improved = (self.mse - mse) / self.mse > threshold  # inf best: first finite value improves
-        improved |= torch.isinf(self.mse) & torch.isfinite(mse)
-        if improved.any():
-            for n, p in model.named_parameters():
-                mask = improved.view(-1, *([1] * (p.dim() - 1)))
-                self.params[n] = torch.where(mask, p.detach(), self.params[n])
-            self.mse = torch.where(improved, mse, self.mse)
-        return improved
-
-    @torch.no_grad()
-    def restore(self, model: EnsembleWorldModel) -> None:
-        for n, p in model.named_parameters():
-            p.copy_(self.params[n])
-
-
-def _tensors(t: Transitions, device: torch.device) -> tuple[torch.Tensor, ...]:
-    f = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)
-    return f(t.observations), f(t.actions), f(t.next_observations), f(t.rewards)
-
-
-def _batch_orders(n: int, cfg: WorldModelConfig, base: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """``[E, n]`` row order for one epoch: each member shuffles its own (bootstrap) index set."""
-    perm = torch.argsort(torch.rand(cfg.ensemble_size, n, generator=gen), dim=1)
-    return torch.gather(base, 1, perm)
-
-
-def train_world_model(
-    transitions: Transitions,
-    cfg: WorldModelConfig | None = None,
-    task_name: str | None = None,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[EnsembleWorldModel, dict[str, Any]]:
-    """Fit the ensemble on ``transitions`` (holdout split, early stopping, best-weight restore, elites).
-
-    ``callback(record)`` is called after every epoch with that epoch's record (also in
-    ``metrics["history"]``). Returns the trained model (in eval mode) and a metrics dict:
-    ``holdout_mse`` per member (normalised target space), ``elites``, ``epochs``, ``steps``,
-    ``train_time_s``, ``samples_per_s`` (member-samples, i.e. ``steps * batch_size * E / time``),
-    ``stopped_by`` and the per-epoch ``history``.
-    """
-    cfg = cfg if cfg is not None else WorldModelConfig()
-    device = torch.device(device)
-    train_idx, hold_idx = split_holdout(len(transitions), cfg)
-    train, hold = transitions.subset(train_idx), transitions.subset(hold_idx)
-    model = EnsembleWorldModel(transitions.obs_dim, transitions.act_dim, cfg, task_name)
-    model.set_normalizers(
-        Normalizer.fit(np.concatenate([train.observations, train.actions], axis=1)),
-        Normalizer.fit(
-            np.concatenate([train.next_observations - train.observations, train.rewards[:, None]], 1)
-        ),
-    )
-    model.to(device)
-    s, a, s2, r = _tensors(train, device)
-    x_tr, y_tr = model.normalize_inputs(s, a), model.normalize_targets(s, s2, r)
-    s, a, s2, r = _tensors(hold, device)
-    x_ho, y_ho = model.normalize_inputs(s, a), model.normalize_targets(s, s2, r)
-    history = fit(model, x_tr, y_tr, x_ho, y_ho, progress=progress, callback=callback)
-    metrics = {
-        "holdout_mse": model.holdout_mse.cpu().tolist(),
-        "elites": model.elites.cpu().tolist(),
-        "elite_holdout_mse": float(model.holdout_mse[model.elites].mean()),
-        "n_train": len(train),
-        "n_holdout": len(hold),
-        **{k: v for k, v in history[-1].items() if k in ("epochs", "steps", "train_time_s", "samples_per_s")},
-        "stopped_by": history[-1]["stopped_by"],
-        "history": history,
-    }
-    return model, metrics
-
-
-def fit(
-    model: EnsembleWorldModel,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    x_holdout: torch.Tensor,
-    y_holdout: torch.Tensor,
-    progress: bool = True,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Train on normalised tensors with an explicit holdout; restore best weights, set elites.
-
-    Used by :func:`train_world_model` (which does the split and normalisation); callable directly
-    to control the holdout set. Returns the per-epoch history; the last record has ``stopped_by``.
-    """
-    cfg, e = model.cfg, model.cfg.ensemble_size
-    gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch order; CPU so CUDA runs draw the same
-    n = len(x_train)
-    base = torch.randint(n, (e, n), generator=gen) if cfg.bootstrap else torch.arange(n).expand(e, n)
-    decay = [layer.weight for layer in (*model.layers, model.head)]  # L2 on weight matrices only
-    rest = [p for p in model.parameters() if all(p is not q for q in decay)]
-    opt = torch.optim.Adam(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
-    best = _BestWeights(model)
-    history: list[dict[str, Any]] = []
-    steps, epoch, since_update, stopped_by = 0, 0, 0, None
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.max_epochs, desc="world model", unit="epoch", disable=not progress)
-    while stopped_by is None:
-        model.train()
-        order = _batch_orders(n, cfg, base, gen).to(x_train.device)
-        nll_sum, mse_sum, n_batches = 0.0, 0.0, 0
-        for start in range(0, n, cfg.batch_size):
-            idx = order[:, start : start + cfg.batch_size]  # [E, B]: each member its own batch
-            loss, stats = model.loss(x_train[idx], y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            nll_sum, mse_sum, n_batches = nll_sum + stats["nll"], mse_sum + stats["mse"], n_batches + 1
-            if cfg.max_steps is not None and steps >= cfg.max_steps:
-                stopped_by = "max_steps"
-            elif cfg.max_train_seconds is not None and time.perf_counter() - t0 >= cfg.max_train_seconds:
-                stopped_by = "time"
-            if stopped_by is not None:
-                break
-        epoch += 1
-        model.eval()
-        mse = member_mse(model, x_holdout, y_holdout)
-        improved = best.update(model, mse, cfg.improvement_threshold)
-        since_update = 0 if improved.any() else since_update + 1
-        if stopped_by is None and since_update >= cfg.patience:
-            stopped_by = "patience"
-        if stopped_by is None and cfg.max_epochs is not None and epoch >= cfg.max_epochs:
-            stopped_by = "max_epochs"
-        elapsed = time.perf_counter() - t0
-        record = {
-            "epoch": epoch,
-            "steps": steps,
-            "train_nll": float(nll_sum / n_batches),
-            "train_mse": float(mse_sum / n_batches),
-            "holdout_mse": mse.cpu().tolist(),
-            "holdout_mse_mean": float(mse.mean()),
-            "improved": improved.cpu().tolist(),
-            "epochs_since_update": since_update,
-            "time_s": elapsed,
-        }
-        history.append(record)
-        if callback is not None:
-            callback(record)
-        bar.update(1)
-        bar.set_postfix(train_mse=f"{record['train_mse']:.4f}", holdout=f"{record['holdout_mse_mean']:.4f}")
-    bar.close()
-    train_time = time.perf_counter() - t0
-    best.restore(model)
-    final = member_mse(model, x_holdout, y_holdout)
-    model.holdout_mse.copy_(final)
-    model.elites.copy_(torch.argsort(final, stable=True)[: cfg.num_elites])
-    history[-1].update(
-        epochs=epoch,
-        steps=steps,
-        train_time_s=train_time,
-        samples_per_s=steps * cfg.batch_size * e / max(train_time, 1e-9),
-        stopped_by=stopped_by,
-    )
-    return history
-
-
-# ----------------------------------------------------------------------------- dataset quantiles
-@torch.no_grad()
-def uncertainty_values(
-    model: EnsembleWorldModel,
-    transitions: Transitions,
-    batch_size: int = 8192,
-    max_samples: int | None = None,
-) -> np.ndarray:
-    """``U(s, a)`` over dataset transitions (a seeded subsample of ``max_samples`` rows if set)."""
-    n = len(transitions)
-    rows = np.arange(n)
-    if max_samples is not None and n > max_samples:
-        rows = np.sort(np.random.default_rng(0).choice(n, max_samples, replace=False))
-    out = []
-    for start in range(0, len(rows), batch_size):
-        r = rows[start : start + batch_size]
-        s = torch.as_tensor(transitions.observations[r], device=model.device)
-        a = torch.as_tensor(transitions.actions[r], device=model.device)
-        out.append(model.uncertainty(s, a).float().cpu().numpy())
-    return np.concatenate(out)
-
-
-def uncertainty_quantiles(
-    model: EnsembleWorldModel,
-    transitions: Transitions,
-    quantiles: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99),
-    batch_size: int = 8192,
-    max_samples: int | None = None,
-) -> dict[float, float]:
-    """Quantiles of ``U`` over dataset transitions, ``{q: value}`` (the planner's threshold source)."""
-    u = uncertainty_values(model, transitions, batch_size, max_samples)
-    return {float(q): float(np.quantile(u, q)) for q in quantiles}

@@ -1,0 +1,105 @@
+"""Config composition and validation: Hydra yaml -> typed dataclasses, with errors that name the key.
+
+Every config group node that maps onto a dataclass names it with ``_target_`` (mbrl-lib style), e.g.
+``configs/value/iql.yaml`` has ``_target_: ipd.models.value.IQLConfig``. :func:`section` builds the
+dataclass that ``_target_`` names, and :func:`validate_config` is a loop over :data:`SECTIONS`, so a
+new group is one yaml file with a ``_target_`` plus one entry there. Nothing outside this module
+and ``scripts/`` needs Hydra: every dataclass is usable directly from a notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ipd.tasks import get_task
+from ipd.utils import resolve_device
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+ALGOS = ("ipd", "dt", "iql")
+
+# Config nodes that map 1:1 onto a dataclass (named by the node's ``_target_``).
+SECTIONS = ("world_model", "value", "planner", "augment", "policy", "policy.model", "policy.train")
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message names the key and the valid choices."""
+
+
+def load_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with Hydra overrides, outside of a Hydra app."""
+    from hydra import compose, initialize_config_dir  # Hydra only when composing from yaml
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        return compose(config_name, overrides=overrides or [])
+
+
+def to_plain(cfg: DictConfig | dict) -> dict:
+    """A resolved plain dict (for hashing, json and logging)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def resolve_target(path: str, key: str = "?") -> type:
+    """The class a ``_target_`` string names (``package.module.Class``)."""
+    module, _, name = str(path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"'{key}._target_' names '{path}', which cannot be imported ({exc}).") from exc
+    if not dataclasses.is_dataclass(cls):
+        raise ConfigError(f"'{key}._target_' names '{path}', which is not a config dataclass.")
+    return cls
+
+
+def _is_subsection(value: Any) -> bool:
+    return isinstance(value, dict) and "_target_" in value
+
+
+def section(cfg: DictConfig, key: str, cls: type | None = None) -> Any:
+    """Build the dataclass of ``cfg[key]`` (``key`` may be dotted, e.g. ``policy.model``).
+
+    ``cls`` defaults to the node's ``_target_``. Nested nodes with their own ``_target_`` are
+    separate sections and are skipped; any other key the dataclass lacks is an error that lists
+    the valid keys.
+    """
+    node_cfg = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else cfg[key]
+    if node_cfg is None:
+        raise ConfigError(f"Config section '{key}' is missing.")
+    node = to_plain(node_cfg)
+    full_key = node_cfg._get_full_key(None) if isinstance(node_cfg, DictConfig) else key
+    full_key = full_key or key
+    target = node.pop("_target_", None)
+    if cls is None:
+        if target is None:
+            raise ConfigError(f"Config section '{full_key}' has no _target_ naming its dataclass.")
+        cls = resolve_target(target, full_key)
+    node = {k: v for k, v in node.items() if not _is_subsection(v)}
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(node) - names)
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {unknown} in '{full_key}'. Valid keys: {sorted(names)}.")
+    try:
+        return cls(**node)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Invalid '{full_key}' config: {exc}") from exc
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail fast on bad values, before any data is loaded or model trained."""
+    get_task(str(cfg.task.name))
+    if str(cfg.algo) not in ALGOS:
+        raise ConfigError(f"algo must be one of {'|'.join(ALGOS)}, got '{cfg.algo}'")
+    for key in ("episodes", "num_envs", "max_episode_steps"):
+        if int(cfg.eval[key]) < 1:
+            raise ConfigError(f"eval.{key} must be >= 1, got {cfg.eval[key]}")
+    for key in SECTIONS:
+        section(cfg, key)
+    try:
+        resolve_device(str(cfg.device))
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(str(exc)) from exc
