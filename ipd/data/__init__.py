@@ -1,5 +1,7 @@
-"""Data layer: D4RL-layout loading and writing, transitions/trajectories, DT sequence sampling."""
+"""Data layer: D4RL-layout loading and writing, transitions/trajectories, return-based episode
+filtering, DT sequence sampling."""
 
+from ipd.data.filtering import top_episode_rows, top_episodes
 from ipd.data.hdf5 import read_hdf5, write_hdf5
 from ipd.data.sequence import SequenceBatch, SequenceSampler
 from ipd.data.sources import default_data_dir, download, find_dataset, load_dataset
@@ -26,5 +28,7 @@ __all__ = [
     "load_dataset",
     "read_hdf5",
     "returns_to_go",
+    "top_episode_rows",
+    "top_episodes",
     "write_hdf5",
 ]
