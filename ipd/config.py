@@ -21,10 +21,14 @@ from ipd.utils import resolve_device
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-ALGOS = ("ipd", "dt", "iql")
+ALGOS = ("ipd", "dt", "iql", "bc", "bc10")
 
 # Config nodes that map 1:1 onto a dataclass (named by the node's ``_target_``).
-SECTIONS = ("world_model", "value", "planner", "augment", "policy", "policy.model", "policy.train")
+SECTIONS = ("world_model", "value", "bc", "planner", "augment", "policy", "policy.model", "policy.train")
+
+
+# ``${ipd.sub:a,b}`` = a - b in yaml (e.g. augment.max_prefix_length = policy.model.context - 1).
+OmegaConf.register_new_resolver("ipd.sub", lambda a, b: int(a) - int(b), replace=True)
 
 
 class ConfigError(ValueError):

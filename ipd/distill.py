@@ -5,20 +5,42 @@ typed arguments (the dataset, the stage-1 value learner, the DT and trainer conf
 :class:`DistillConfig`) and returns a :class:`DistillResult` that saves a standalone checkpoint.
 ``ipd.pipeline.distill`` only adds artifact bookkeeping around it.
 
-Conditioning token (``DistillConfig.condition``):
+**The conditioning token** (``DistillConfig.condition``):
 
-- ``rtg``: plain DT; the token is the undiscounted return-to-go, ``target_return`` at test time.
-- ``value``: the token is V(s_t) from the IQL value, in training and at inference.
-- ``relabel``: QDT-style relabelling; train on max(RTG^γ_t, V(s_t)) (the critic's discount, so both
-  terms share a scale), infer on V(s_t).
+- ``value`` (IPD default). *Training:* the value-based return-to-go of the (enriched) trajectory,
+  in the critic's units, ``G_t = Σ_{k=t}^{T-1} γ^{k-t} r_k + γ^{T-t} (1 - terminal) V(s_T)``,
+  bootstrapped with the IQL V at the end of every segment (a timeout, the end of an imagined
+  continuation, or a cut). A trajectory that falls gets low tokens before the fall; a stitched
+  improvement gets higher ones. *Inference:* the token is V*(s_t) of the current state, no target
+  return is tuned. How optimistic V* is is ``inference_value``: ``expectile`` (a τ-expectile head
+  fitted to G_t, :mod:`ipd.models.value_head`, τ = ``token_expectile``) or ``iql`` (the IQL V).
+- ``state_value`` (ablation: the earlier IPD default). V(s_t) in training and at inference. The
+  token is then a function of the state the transformer already sees, so it carries no
+  information: on hopper-medium this arm scored like behaviour cloning of the mean action.
+- ``relabel`` (QDT-style): train on max(RTG^γ_t, V(s_t)), infer on V(s_t).
+- ``rtg``: plain DT; undiscounted return-to-go, ``target_return`` at test time.
 
-Loss: action regression minus ``alpha``·Q(s, π(s))/mean|Q| with the stage-1 critic (see
+Why ``value`` is built this way: the paper's abstract says the learned value replaces the
+hand-tuned return-to-go *during inference*; it does not say what the token is in training. A
+token must vary with the outcome of the trajectory, not only with the state, for conditioning
+to select behaviour, and G_t in the critic's units is the return-to-go that V estimates, so the
+training and inference tokens share one scale. This interpretation is ours (deviation/assumption).
+
+**Imagined data at a share that matters.** ``imagined_share`` is the probability that a window
+is drawn from a stitched (prefix + imagined) trajectory instead of an original one (each group
+proportionally to length); ``None`` keeps DT's length-proportional sampling, under which a few
+thousand imagined rows among a million real ones are never seen. The copied dataset prefix of a
+stitched trajectory is context only (loss weight 0): those rows are already trained on in
+their original trajectory. The measured share of imagined tokens is in the metrics.
+
+**Loss:** action regression minus ``alpha``·Q(s, π(s))/mean|Q| with the stage-1 critic (see
 :mod:`ipd.models.sequence_trainer`); ``finetune_critic`` keeps training that critic on the
 distillation data, one IQL step per policy update.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,16 +50,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ipd.data import Normalizer, SequenceSampler, Trajectories, Transitions
+from ipd.data import Normalizer, SequenceSampler, Trajectories, Transitions, returns_to_go
 from ipd.io import atomic_write, torch_load
 from ipd.models.base import Policy
 from ipd.models.policies import DTPolicy
 from ipd.models.sequence_trainer import SequenceTrainConfig, SequenceTrainer
 from ipd.models.transformer import ConditioningConfig, DecisionTransformer, DTConfig, save_dt
 from ipd.models.value import IQLLearner
+from ipd.models.value_head import ValueHeadConfig, fit_value_head
 from ipd.utils import apply_in_chunks
 
-CONDITIONS = ("rtg", "value", "relabel")
+CONDITIONS = ("value", "state_value", "relabel", "rtg")
+INFERENCE_VALUES = ("expectile", "iql")
 
 EvalFn = Callable[[Policy, int], dict[str, float]]  # (policy, episodes) -> metrics
 
@@ -46,12 +70,19 @@ EvalFn = Callable[[Policy, int], dict[str, float]]  # (policy, episodes) -> metr
 class DistillConfig:
     """What stage 3 trains on and how the policy is conditioned (Hydra group ``policy``).
 
-    condition: the conditioning token (see the module docstring); use_augmented: train on the
-    stage-2 dataset (else the original); finetune_critic: keep training the stage-1 critic during
-    distillation; eval_episodes: episodes of each periodic evaluation (0 = none).
+    condition: the token (module docstring); inference_value: V* at test time for
+    ``condition=value`` (expectile | iql); token_expectile: τ of the expectile head;
+    token_head_updates: its training steps; imagined_share: probability of a window from a
+    stitched trajectory (None: length-proportional); use_augmented: train on the stage-2 dataset
+    (else the original); finetune_critic: keep training the stage-1 critic during distillation;
+    eval_episodes: episodes of each periodic evaluation (0 = none).
     """
 
     condition: str = "value"
+    inference_value: str = "expectile"
+    token_expectile: float = 0.9
+    token_head_updates: int = 20_000
+    imagined_share: float | None = 0.2
     use_augmented: bool = True
     finetune_critic: bool = False
     eval_episodes: int = 0
@@ -59,8 +90,16 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {'|'.join(CONDITIONS)}, got '{self.condition}'")
-        if self.eval_episodes < 0:
-            raise ValueError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
+        if self.inference_value not in INFERENCE_VALUES:
+            raise ValueError(
+                f"inference_value must be one of {'|'.join(INFERENCE_VALUES)}, got '{self.inference_value}'"
+            )
+        if not 0.0 < self.token_expectile < 1.0:
+            raise ValueError(f"token_expectile must be in (0, 1), got {self.token_expectile}")
+        if self.imagined_share is not None and not 0.0 <= self.imagined_share < 1.0:
+            raise ValueError(f"imagined_share must be in [0, 1) or null, got {self.imagined_share}")
+        if self.eval_episodes < 0 or self.token_head_updates < 1:
+            raise ValueError("eval_episodes must be >= 0 and token_head_updates >= 1")
 
     @property
     def needs_value(self) -> bool:
@@ -71,6 +110,10 @@ class DistillConfig:
     def inference_mode(self) -> str:
         """The token's meaning at test time: a return-to-go or the current state's value."""
         return "rtg" if self.condition == "rtg" else "value"
+
+    @property
+    def uses_value_head(self) -> bool:
+        return self.condition == "value" and self.inference_value == "expectile"
 
 
 @dataclass
@@ -93,6 +136,26 @@ class DistillResult:
         return save_dt(path, self.model, self.state_normalizer, self.conditioning, meta)
 
 
+def value_returns_to_go(traj: Trajectories, value: IQLLearner, gamma: float) -> np.ndarray:
+    """G_t: discounted reward-to-go of each segment plus γ^{T-t}·V(s_T) at its non-terminal end."""
+    t = traj.transitions
+    ends = t.episode_ends
+    boot = np.flatnonzero(ends & ~t.terminals)  # segment ends that continue beyond the data
+    tail = np.zeros(len(t), np.float32)
+    if len(boot):
+        tail[boot] = apply_in_chunks(value.value, t.next_observations[boot])
+    return returns_to_go(t.rewards, ends, gamma, tail=tail)
+
+
+def state_values(traj: Trajectories, value: IQLLearner) -> np.ndarray:
+    """V(s_t) per row (stage 2's annotation when present, else computed)."""
+    t = traj.transitions
+    values = t.extras.get("value")
+    if values is None or t.extras.get("imagined") is None:
+        values = apply_in_chunks(value.value, t.observations)
+    return values
+
+
 def conditioning_tokens(
     traj: Trajectories, cfg: DistillConfig, value: IQLLearner | None, gamma: float
 ) -> np.ndarray:
@@ -101,13 +164,50 @@ def conditioning_tokens(
         return traj.returns_to_go
     if value is None:
         raise ValueError(f"condition={cfg.condition} needs the stage-1 value function")
-    t = traj.transitions
-    values = t.extras.get("value")
-    if values is None or t.extras.get("imagined") is None:
-        values = apply_in_chunks(value.value, t.observations)
     if cfg.condition == "value":
-        return values
-    return np.maximum(traj.discounted_returns_to_go(gamma), values)  # relabel
+        return value_returns_to_go(traj, value, gamma)
+    if cfg.condition == "state_value":
+        return state_values(traj, value)
+    return np.maximum(traj.discounted_returns_to_go(gamma), state_values(traj, value))  # relabel
+
+
+def window_sampling(traj: Trajectories, imagined_share: float | None) -> tuple[np.ndarray | None, np.ndarray]:
+    """Per-trajectory sampling probabilities and per-row loss weights for stitched data.
+
+    Stitched trajectories (``start_index >= 0``) get ``imagined_share`` of the probability mass,
+    originals the rest, each proportionally to length. Copied prefix rows (stitched, not imagined)
+    get loss weight 0: they are context for the imagined rows, trained on in their original episode.
+    """
+    t = traj.transitions
+    weights = np.ones(len(t), np.float32)
+    start_index, imagined = t.extras.get("start_index"), t.extras.get("imagined")
+    if start_index is None or imagined is None:
+        return None, weights
+    stitched_row = start_index >= 0
+    weights[stitched_row & ~imagined.astype(bool)] = 0.0
+    stitched = stitched_row[traj.starts]
+    if imagined_share is None or not stitched.any() or stitched.all():
+        return None, weights
+    lengths = traj.lengths.astype(np.float64)
+    probs = np.where(stitched, imagined_share * lengths / lengths[stitched].sum(), 0.0)
+    probs += np.where(~stitched, (1 - imagined_share) * lengths / lengths[~stitched].sum(), 0.0)
+    return probs, weights
+
+
+def imagined_token_share(sampler: SequenceSampler, batches: int = 200, batch_size: int = 64) -> float:
+    """Share of loss-carrying tokens in sampled windows that are imagined (a fresh RNG: no side effects)."""
+    imagined = sampler.traj.transitions.extras.get("imagined")
+    if imagined is None:
+        return 0.0
+    probe = copy.copy(sampler)
+    probe.rng = np.random.default_rng(12345)
+    flags = np.concatenate([imagined.astype(np.float64), [0.0]])
+    num = den = 0.0
+    for _ in range(batches):
+        b = probe.sample(batch_size)
+        num += float((flags[b.rows] * b.weights).sum())
+        den += float(b.weights.sum())
+    return num / max(den, 1e-12)
 
 
 def critic_finetuner(
@@ -172,9 +272,24 @@ def distill_policy(
     traj = Trajectories.from_transitions(dataset)
     tokens = conditioning_tokens(traj, distill_cfg, value, gamma)
     norm = state_normalizer or Normalizer.fit(dataset.observations)
+    probs, row_weights = window_sampling(traj, distill_cfg.imagined_share)
     sampler = SequenceSampler(
-        traj, dt_cfg.context, tokens, return_scale, norm, None, dt_cfg.max_timestep, seed
+        traj, dt_cfg.context, tokens, return_scale, norm, row_weights, dt_cfg.max_timestep, seed, probs
     )
+    info: dict[str, Any] = {"imagined_token_share": imagined_token_share(sampler)}
+    value_fn, value_state = None, None
+    if distill_cfg.uses_value_head:  # V*(s): a τ-expectile of the training tokens given the state
+        head_cfg = ValueHeadConfig(
+            distill_cfg.token_expectile, num_updates=distill_cfg.token_head_updates, seed=seed
+        )
+        value_fn, head_metrics = fit_value_head(dataset.observations, tokens, head_cfg, device, progress)
+        value_state = value_fn.state_dict()
+        info |= head_metrics
+    elif distill_cfg.inference_mode == "value":
+        value_fn, value_state = value.value_fn(), value.value_state()
+    if value_fn is not None:  # how optimistic the inference token is relative to the training tokens
+        v_star = apply_in_chunks(value_fn, torch.as_tensor(dataset.observations))
+        info["token_mean"], info["inference_token_mean"] = float(tokens.mean()), float(v_star.mean())
     critic = value.q_torch if (value is not None and train_cfg.alpha > 0) else None
     after_update = None
     if critic is not None and distill_cfg.finetune_critic:
@@ -196,7 +311,6 @@ def distill_policy(
         after_update=after_update,
     )
     conditioning = ConditioningConfig(distill_cfg.inference_mode, return_scale, target_return)
-    value_fn = value.value_fn() if conditioning.mode == "value" else None
     periodic = None
     if eval_fn is not None and distill_cfg.eval_episodes > 0:
 
@@ -205,6 +319,6 @@ def distill_policy(
             return eval_fn(policy, distill_cfg.eval_episodes)
 
     metrics = trainer.train(progress=progress, eval_fn=periodic)
-    extra = {"value_model": value.value_state()} if conditioning.mode == "value" else {}
-    summary = {k: v for k, v in metrics.items() if k != "history"}
+    extra = {"value_model": value_state} if value_state is not None else {}
+    summary = {**info, **{k: v for k, v in metrics.items() if k != "history"}}
     return DistillResult(trainer.policy_model, norm, conditioning, summary, extra, value_fn)

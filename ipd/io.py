@@ -162,3 +162,14 @@ def checkpoint_task(blob: dict[str, Any]) -> str | None:
     """The task a checkpoint records, wherever its component keeps it."""
     extra = blob.get("extra") if isinstance(blob.get("extra"), dict) else {}
     return blob.get("task") or blob.get("task_name") or extra.get("task")
+
+
+def to_cpu(x: Any) -> Any:
+    """Tensors (also nested in dicts/lists) moved to the CPU and detached, ready for ``torch.save``."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, dict):
+        return {k: to_cpu(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [to_cpu(v) for v in x]
+    return x

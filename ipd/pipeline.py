@@ -30,6 +30,7 @@ from ipd.evaluation import EvalResult, evaluate_policy
 from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
 from ipd.logging import RunLogger
 from ipd.models.base import Policy
+from ipd.models.bc import BCLearner
 from ipd.models.policies import load_policy
 from ipd.models.uncertainty import uncertainty_quantiles
 from ipd.models.value import IQLLearner
@@ -120,26 +121,41 @@ def _u_quantiles(model: EnsembleWorldModel, data: Transitions, qs=U_QUANTILES) -
     return {str(q): float(v) for q, v in u.items()}
 
 
-def learn_value(ctx: Context) -> tuple[IQLLearner, Artifact]:
-    art = ctx.store.artifact(ctx.task.name, "value", ctx.stage_config("value"))
-    final, state = art.file("iql.pt"), art.file("iql_state.pt")
+def _fit_learner(ctx: Context, stage: str, learner, filename: str) -> Artifact:
+    """Train an IQL/BC learner as the ``stage`` artifact, resuming from its last checkpoint."""
+    art = ctx.store.artifact(ctx.task.name, stage, ctx.stage_config(stage))
+    final, state = art.file(filename), art.file(filename.replace(".pt", "_state.pt"))
     with ctx.store.lock(art):
-        if not _reuse(art, "value"):
+        if not _reuse(art, stage):
             t0 = time.perf_counter()
-            learner = IQLLearner(ctx.data.obs_dim, ctx.data.act_dim, section(ctx.cfg, "value"), ctx.device)
             if state.is_file():  # resume an interrupted run
                 learner.load_state_dict(torch_load(state, ctx.device))
-                print(f"[ipd] value: resuming from {state}")
+                print(f"[ipd] {stage}: resuming from {state}")
 
             def checkpoint(step: int, metrics: dict) -> None:
-                ctx.log(metrics, step, "value/")
+                ctx.log(metrics, step, f"{stage}/")
                 atomic_write(state, lambda tmp: torch.save(learner.state_dict(), tmp))
 
             metrics = learner.fit(ctx.data, progress=ctx.progress, callback=checkpoint)
             learner.save(final, task=ctx.task.name)
-            art.finish({**metrics, "wall_time_s": time.perf_counter() - t0})
+            summary = {k: v for k, v in metrics.items() if k != "history"}
+            art.finish({**summary, "wall_time_s": time.perf_counter() - t0})
             state.unlink(missing_ok=True)
-    return IQLLearner.load(final, ctx.device), art
+    return art
+
+
+def learn_value(ctx: Context) -> tuple[IQLLearner, Artifact]:
+    """Stage 1's IQL value learner (also the IQL baseline)."""
+    learner = IQLLearner(ctx.data.obs_dim, ctx.data.act_dim, section(ctx.cfg, "value"), ctx.device)
+    art = _fit_learner(ctx, "value", learner, "iql.pt")
+    return IQLLearner.load(art.file("iql.pt"), ctx.device), art
+
+
+def learn_bc(ctx: Context) -> tuple[BCLearner, Artifact]:
+    """The BC / x%BC yardstick (``bc.top_fraction``)."""
+    learner = BCLearner(ctx.data.obs_dim, ctx.data.act_dim, section(ctx.cfg, "bc"), ctx.device)
+    art = _fit_learner(ctx, "bc", learner, "bc.pt")
+    return BCLearner.load(art.file("bc.pt"), ctx.device), art
 
 
 # ----------------------------------------------------------------------------- stage 2
@@ -287,6 +303,9 @@ def train_policy(ctx: Context) -> tuple[Policy, Path, dict]:
     if str(ctx.cfg.algo) == "iql":
         iql, iql_art = learn_value(ctx)
         return iql.policy(), iql_art.file("iql.pt"), {"value": str(iql_art.path)}
+    if str(ctx.cfg.algo) in ("bc", "bc10"):
+        bc, bc_art = learn_bc(ctx)
+        return bc.policy(), bc_art.file("bc.pt"), {"bc": str(bc_art.path)}
     dcfg = section(ctx.cfg, "policy")
     info: dict[str, str] = {}
     iql = parents = None

@@ -157,7 +157,7 @@ class CountingPlanner:
         self.planned = 0
         self.length = length
 
-    def rollout(self, start_states, length, generator=None):
+    def rollout(self, start_states, length, generator=None, max_uncertainty=None):
         b = len(start_states)
         self.planned += b
         ro = _rollouts(b, length, ret=100.0)
@@ -182,7 +182,9 @@ def test_plan_rollouts_resumes_without_replanning(tmp_path):
 
 def test_augment_dataset_end_to_end_with_stand_in_planner():
     t = chain_transitions(n_eps=5, length=30)
-    cfg = AugmentConfig(quantile=0.3, max_per_trajectory=1, rollout_length=3, batch_size=8)
+    cfg = AugmentConfig(
+        quantile=0.3, max_per_trajectory=1, rollout_length=3, batch_size=8, max_prefix_length=None
+    )
     planner = CountingPlanner(3)
     planner.cfg = PlannerConfig(num_samples=4, num_elites=2, horizon=2, iterations=1)
     res = augment_dataset(
@@ -209,3 +211,54 @@ def test_augment_dataset_end_to_end_with_stand_in_planner():
     assert prefix_rows == extra["start_index"][stitched & extra["imagined"]][::3].sum()
     assert (starts_of_new >= 0).all()
     assert np.allclose(extra["value"][~stitched], 0.0)
+    assert st["imagined_row_share"] == pytest.approx(15 / len(res.dataset))
+    assert st["stitched_row_share"] == pytest.approx(stitched.mean())
+    assert st["trajectories_with_starts"] == 5
+
+
+def test_prefix_is_capped_at_max_prefix_length():
+    t = chain_transitions(n_eps=1, length=40)
+    traj = Trajectories.from_transitions(t)
+    starts = np.array([30, 3])
+    ro = _rollouts(2, 4, ret=1.0)
+    values = np.zeros(len(t), np.float32)
+    out = stitch(traj, starts, ro, np.array([True, True]), values, max_prefix_length=19)
+    extra = out.extras
+    first, second = (extra["start_index"] == 30), (extra["start_index"] == 3)
+    assert (first & ~extra["imagined"]).sum() == 19 and (second & ~extra["imagined"]).sum() == 3
+    # the capped prefix is the last 19 dataset steps before the start, in order
+    np.testing.assert_array_equal(out.observations[first & ~extra["imagined"], 0], np.arange(11, 30))
+    assert AugmentConfig().max_prefix_length == 19  # context (20) - 1
+
+
+def test_selection_spreads_the_budget_over_trajectories():
+    t = chain_transitions(n_eps=4, length=100)
+    traj = Trajectories.from_transitions(t)
+    rng = np.random.default_rng(0)
+    adv = rng.normal(size=len(t))
+    adv[:100] -= 10.0  # episode 0 is by far the worst: a global worst-first pick would fill up on it
+    scores = score_steps(traj, lambda s: np.zeros(len(s)), lambda s, a: np.zeros(len(s)), 0.9, 2)
+    scores.advantage[:] = adv
+    cfg = AugmentConfig(
+        select_by="advantage", quantile=0.5, max_per_trajectory=4, min_spacing=5, max_starts=4
+    )
+    picked = select_starts(traj, scores, cfg)
+    assert sorted(traj.episode_ids[picked].tolist()) == [0, 1, 2, 3]  # one per trajectory first
+    assert picked[0] == int(np.argmin(adv))  # the worst start of all comes first
+
+
+def test_acceptance_compares_with_the_dataset_over_the_rollout_own_length():
+    from ipd.planning.augment import _truncated_continuation
+
+    t = chain_transitions(n_eps=1, length=20)
+    traj = Trajectories.from_transitions(t)
+    v_next = np.full(len(t), 10.0, np.float32)
+    rows, lengths = np.array([0, 0, 18]), np.array([2, 5, 5])
+    cont = _truncated_continuation(traj, v_next, 0.5, rows, lengths)
+    assert cont[0] == pytest.approx(1 + 0.5 + 0.25 * 10)
+    assert cont[1] == pytest.approx(sum(0.5**k for k in range(5)) + 0.5**5 * 10)
+    assert cont[2] == pytest.approx(1 + 0.5 + 0.25 * 10)  # only two steps left, then the timeout's V
+    ro = _rollouts(3, 5, ret=100.0)
+    ro["lengths"] = np.array([2, 5, 4])
+    accepted, _ = accept_rollouts(ro, cont, threshold=10.0, min_improvement=0.0, min_length=3)
+    assert accepted.tolist() == [False, True, True]  # too short to count: rejected

@@ -10,8 +10,8 @@ import torch
 
 from ipd.data import Normalizer, Trajectories, Transitions, top_episode_rows, top_episodes
 from ipd.evaluation import evaluate_policy
-from ipd.io import CheckpointError, peek_format, save_checkpoint, torch_load
-from ipd.models.bc import CHECKPOINT_NAME, CHECKPOINT_VERSION, BCConfig, BCLearner
+from ipd.io import torch_load
+from ipd.models.bc import BCConfig, BCLearner
 
 SMALL = BCConfig(hidden_dims=(32, 32), batch_size=64, num_updates=20, log_every=10)
 
@@ -211,37 +211,3 @@ def test_resume_equals_uninterrupted(hopper_transitions, tmp_path):
     # Another seed gives other weights.
     other = BCLearner(t.obs_dim, t.act_dim, dataclasses.replace(cfg, seed=1))
     assert not torch.equal(params(other)[0], params(full)[0])
-
-
-def test_save_load_round_trip(hopper_transitions, tmp_path):
-    t = hopper_transitions
-    learner = BCLearner(t.obs_dim, t.act_dim, dataclasses.replace(SMALL, num_updates=5, top_fraction=0.3))
-    learner.fit(t, progress=False)
-    learner.save(tmp_path / "bc.pt", task="hopper-medium")
-    header = peek_format(tmp_path / "bc.pt")
-    assert (header["name"], header["version"], header["task"]) == (CHECKPOINT_NAME, 1, "hopper-medium")
-    loaded = BCLearner.load(tmp_path / "bc.pt")
-    assert loaded.cfg == learner.cfg and loaded.step == 5 and loaded.data_stats_fitted
-    np.testing.assert_array_equal(loaded.normalizer.mean, learner.normalizer.mean)
-    np.testing.assert_array_equal(loaded.normalizer.std, learner.normalizer.std)
-    obs = t.observations[:50]
-    np.testing.assert_array_equal(loaded.policy().act(obs), learner.policy().act(obs))
-
-
-def test_bad_checkpoints(tmp_path):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="corrupt"):
-        BCLearner.load(bad)
-    path = tmp_path / "other.pt"
-    save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION + 1, {})
-    with pytest.raises(CheckpointError, match="version"):
-        BCLearner.load(path)
-    save_checkpoint(path, "ipd.iql", 1, {})
-    with pytest.raises(CheckpointError, match="ipd.iql"):
-        BCLearner.load(path)
-    save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {"obs_dim": 3})
-    with pytest.raises(CheckpointError, match="malformed"):
-        BCLearner.load(path)
-    with pytest.raises(CheckpointError, match="not found"):
-        BCLearner.load(tmp_path / "missing.pt")

@@ -18,7 +18,8 @@ import torch
 
 from ipd.data import Normalizer
 from ipd.io import CheckpointError, save_checkpoint, torch_load
-from ipd.models import transformer, value, world_model
+from ipd.models import bc, transformer, value, world_model
+from ipd.models.bc import BCConfig, BCLearner
 from ipd.models.policies import load_policy
 from ipd.models.transformer import ConditioningConfig, DecisionTransformer, DTConfig, load_dt, save_dt
 from ipd.models.value import IQLConfig, IQLLearner
@@ -85,7 +86,23 @@ def _dt() -> Component:
     )
 
 
-COMPONENTS = {"world_model": _world_model, "iql": _iql, "dt": _dt}
+def _bc() -> Component:
+    learner = BCLearner(OBS, ACT, BCConfig(hidden_dims=(16,), num_updates=1, top_fraction=0.3))
+    learner.set_normalizer(Normalizer(np.arange(OBS, dtype=np.float32), np.full(OBS, 2.0, np.float32)))
+
+    def save(p: Path) -> Path:
+        learner.save(p, task="hopper-medium")
+        return p
+
+    return Component(
+        bc.CHECKPOINT_NAME,
+        save,
+        BCLearner.load,
+        lambda m: [m.act(STATES), torch.as_tensor(m.normalizer.mean)],
+    )
+
+
+COMPONENTS = {"world_model": _world_model, "iql": _iql, "dt": _dt, "bc": _bc}
 
 
 @pytest.fixture(params=sorted(COMPONENTS))
@@ -138,7 +155,7 @@ def test_malformed_payload(component, tmp_path):
 
 
 def test_load_policy_reads_every_policy_kind_and_refuses_others(tmp_path):
-    for make in (_iql, _dt):
+    for make in (_iql, _dt, _bc):
         comp = make()
         loaded = load_policy(comp.save(tmp_path / f"{comp.name}.pt"))
         assert loaded.kind == comp.name and loaded.task == "hopper-medium"

@@ -80,13 +80,20 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
     assert res["task"] == "hopper-medium" and res["episodes"] == 2
 
 
-@pytest.mark.parametrize("algo", ["dt", "iql"])
+@pytest.mark.parametrize("algo", ["dt", "iql", "bc", "bc10"])
 def test_baselines_through_the_same_script(smoke_args, algo):
     args, runs = smoke_args
     label = f"logging.label={algo}-arm"
     out = last_json(run_script("train.py", "task=hopper-medium", f"algo={algo}", label, *args).stdout)
     assert out["algo"] == algo and np.isfinite(out["normalized_score"])
-    assert json.loads((Path(out["run_dir"]) / "metrics.json").read_text())["label"] == f"{algo}-arm"
+    metrics = json.loads((Path(out["run_dir"]) / "metrics.json").read_text())
+    assert metrics["label"] == f"{algo}-arm"
+    if algo.startswith("bc"):  # bc10 clones the top 10% of episodes, bc all of them
+        bc_metrics = json.loads((Path(metrics["artifacts"]["bc"]) / "metrics.json").read_text())
+        kept = bc_metrics["episodes_kept"] / bc_metrics["episodes_total"]
+        assert kept == pytest.approx(0.1, abs=0.02) if algo == "bc10" else kept == 1.0
+        res = last_json(run_script("evaluate.py", f"checkpoint={metrics['checkpoint']}", "episodes=2").stdout)
+        assert res["task"] == "hopper-medium" and res["episodes"] == 2
 
 
 def test_dt_vs_ipd_switch_by_config_alone():
@@ -198,7 +205,7 @@ def test_artifact_hash_and_lock(tmp_path):
         ("policy.model.n_heads=3", "policy.model"),
         ("eval.episodes=0", "eval.episodes"),
         ("planner.method=foo", "method"),
-        ("policy.condition=bad", "policy.condition"),
+        ("policy.condition=bad", "policy.* condition must be one of"),
         ("augment.quantile=2", "augment"),
         ("world_model.uncertainty=nope", "world_model"),
         ("value.expectile=1.5", "value"),

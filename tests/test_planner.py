@@ -303,3 +303,18 @@ def test_value_bootstrap_drives_planner_to_bonus_region():
         end = 0.1 * res.mean[..., 0].sum(1)  # where the planned mean sequence ends
         assert (sign * end > 0.5).all() and (sign * res.action[:, 0] > 0).all()
         torch.testing.assert_close(res.best_return, torch.full((4,), 10.0 * 0.99**10))
+
+
+def test_rollout_cut_at_max_uncertainty_keeps_only_trusted_steps():
+    """Clock's U jumps to 5 from step 3 on: with max_uncertainty=1 the rollout keeps steps 0-2."""
+    gamma = 0.9
+    value = lambda s: 10.0 + 0 * s[:, 0]
+    planner = Planner(Clock(u_from=3, u_after=5.0), small_cfg(gamma=gamma, horizon=3), 1, value_fn=value)
+    x0 = clock_states(2, 50.0)
+    cut = planner.rollout(x0, length=8, max_uncertainty=1.0)
+    assert cut.lengths.tolist() == [3, 3] and cut.cut.all() and cut.valid.all() and not cut.terminated.any()
+    assert (cut.uncertainty[cut.alive] <= 1.0).all() and not cut.alive[:, 3:].any()
+    expect = sum(gamma**k for k in range(3)) + gamma**3 * 10.0  # trusted part bootstrapped with V
+    torch.testing.assert_close(cut.planned_return, torch.full((2,), expect))
+    full = planner.rollout(x0, length=8)
+    assert full.lengths.tolist() == [8, 8] and not full.cut.any()

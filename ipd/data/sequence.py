@@ -1,13 +1,14 @@
 """Decision-Transformer sequence sampler.
 
 Samples windows of K steps from trajectories. Trajectories are drawn with probability
-proportional to their length (as in the DT reference implementation), a window start is
+proportional to their length (as in the DT reference implementation) unless
+``trajectory_probs`` says otherwise (stage 3 uses it to give imagined data a set share), a window start is
 drawn uniformly inside the trajectory, and windows shorter than K are left-padded with
 zeros and a 0 mask so that the *last* real token sits at position K-1. That keeps
 training aligned with inference, where the history grows from the left.
 
 The conditioning value per row is passed in (``conditioning``): undiscounted RTG for
-plain DT, V(s_t) or max(RTG, V) for IPD's value-conditioned variants.
+plain DT, or one of IPD's value-based tokens (:mod:`ipd.distill`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class SequenceSampler:
         row_weights: np.ndarray | None = None,
         max_timestep: int = 1000,
         seed: int = 0,
+        trajectory_probs: np.ndarray | None = None,
     ) -> None:
         if context < 1:
             raise ValueError(f"context must be >= 1, got {context}")
@@ -62,7 +64,15 @@ class SequenceSampler:
             raise ValueError(f"row_weights has shape {w.shape}, expected ({len(t)},)")
         self._weights = np.concatenate([w, [0.0]]).astype(np.float32)
         self._timesteps = np.concatenate([np.minimum(trajectories.timesteps, max_timestep - 1), [0]])
-        self._probs = trajectories.lengths / trajectories.lengths.sum()
+        if trajectory_probs is None:
+            self._probs = trajectories.lengths / trajectories.lengths.sum()
+        else:
+            p = np.asarray(trajectory_probs, np.float64)
+            if p.shape != (len(trajectories),) or (p < 0).any() or p.sum() <= 0:
+                raise ValueError(
+                    f"trajectory_probs must be {len(trajectories)} non-negative numbers with a positive sum"
+                )
+            self._probs = p / p.sum()
         self.rng = np.random.default_rng(seed)
 
     def sample(self, batch_size: int) -> SequenceBatch:

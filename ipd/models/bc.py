@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from ipd.data.filtering import top_episode_rows
 from ipd.data.transitions import Normalizer, Transitions
-from ipd.io import CheckpointError, load_checkpoint, save_checkpoint
+from ipd.io import CheckpointError, load_checkpoint, save_checkpoint, to_cpu
 
 CHECKPOINT_NAME = "ipd.bc"
 CHECKPOINT_VERSION = 1
@@ -344,28 +344,25 @@ class BCLearner:
         training can continue from it.
         """
         payload = self.state_dict() if training_state else {**self._meta(), "actor": self.actor.state_dict()}
-        save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**_to_cpu(payload), "task": task})
+        save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**to_cpu(payload), "task": task})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> BCLearner:
         """Load a checkpoint written by :meth:`save`; raises :class:`ipd.io.CheckpointError`."""
         blob = load_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, map_location="cpu")
+        return cls.from_checkpoint(blob, path, device)
+
+    @classmethod
+    def from_checkpoint(
+        cls, blob: dict[str, Any], where: str | os.PathLike, device: str | torch.device = "cpu"
+    ) -> BCLearner:
+        """Build a learner from an already read and format-checked ``ipd.bc`` checkpoint dict."""
         try:
             learner = cls(blob["obs_dim"], blob["act_dim"], BCConfig(**blob["config"]), device)
             learner.load_state_dict(blob)
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
+            raise CheckpointError(f"{where}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
         return learner
-
-
-def _to_cpu(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu()
-    if isinstance(x, dict):
-        return {k: _to_cpu(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_to_cpu(v) for v in x]
-    return x
 
 
 class BCPolicy:

@@ -3,7 +3,7 @@
 - :class:`DTPolicy`: a trained :class:`~ipd.models.transformer.DecisionTransformer` over vectorised
   envs, keeping the last K steps per env. Its conditioning token at inference is V*(s_t) from a
   value function (``mode="value"``, IPD) or a decreasing return-to-go (``mode="rtg"``, plain DT).
-- :func:`load_policy`: any ipd policy checkpoint (``ipd.dt``, ``ipd.iql``) -> a ready policy. The
+- :func:`load_policy`: any ipd policy checkpoint (``ipd.dt``, ``ipd.iql``, ``ipd.bc``) -> a ready policy. The
   file is read once; a checkpoint of another kind raises :class:`ipd.io.CheckpointError`.
 """
 
@@ -19,8 +19,9 @@ import torch
 
 from ipd.data.transitions import Normalizer
 from ipd.io import CheckpointError, check_format, checkpoint_task, read_checkpoint
-from ipd.models import transformer, value
+from ipd.models import bc, transformer, value
 from ipd.models.base import Policy
+from ipd.models.bc import BCLearner
 from ipd.models.transformer import ConditioningConfig, DecisionTransformer, dt_from_checkpoint, load_dt
 from ipd.models.value import IQLLearner
 from ipd.models.value_networks import IQLValue
@@ -150,10 +151,15 @@ def _iql_policy(blob: dict[str, Any], where: str | os.PathLike, device: torch.de
     return IQLLearner.from_checkpoint(blob, where, device).policy()
 
 
+def _bc_policy(blob: dict[str, Any], where: str | os.PathLike, device: torch.device) -> Policy:
+    return BCLearner.from_checkpoint(blob, where, device).policy()
+
+
 # component name -> (format version, builder); the single registry of loadable policies
 POLICY_LOADERS: dict[str, tuple[int, Callable[[dict[str, Any], Any, torch.device], Policy]]] = {
     transformer.CHECKPOINT_NAME: (transformer.CHECKPOINT_VERSION, _dt_policy),
     value.CHECKPOINT_NAME: (value.CHECKPOINT_VERSION, _iql_policy),
+    bc.CHECKPOINT_NAME: (bc.CHECKPOINT_VERSION, _bc_policy),
 }
 
 

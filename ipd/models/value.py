@@ -60,7 +60,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ipd.data.transitions import Normalizer, Transitions, reward_scale_for
-from ipd.io import CheckpointError, load_checkpoint, save_checkpoint
+from ipd.io import CheckpointError, load_checkpoint, save_checkpoint, to_cpu
 from ipd.models.value_networks import Actor, EnsembleMLP, IQLValue, mlp
 
 CHECKPOINT_NAME = "ipd.iql"
@@ -522,7 +522,7 @@ class IQLLearner:
             payload = self.state_dict()
         else:
             payload = {**self._meta(), "networks": {k: m.state_dict() for k, m in self._networks().items()}}
-        payload = {k: _to_cpu(v) for k, v in payload.items()}
+        payload = {k: to_cpu(v) for k, v in payload.items()}
         save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**payload, "task": task})
 
     @classmethod
@@ -543,16 +543,6 @@ class IQLLearner:
             raise CheckpointError(f"{where}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
         learner._train_mode(False)
         return learner
-
-
-def _to_cpu(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu()
-    if isinstance(x, dict):
-        return {k: _to_cpu(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_to_cpu(v) for v in x]
-    return x
 
 
 class IQLPolicy:

@@ -5,18 +5,24 @@ Steps (docs/design.md §1, stage 2):
 1. **Score** every dataset step with the advantage ``A_t = Q(s_t, a_t) - V(s_t)`` and the
    return gap ``G_t = V(s_t) - RTG^γ_t``. ``RTG^γ`` is bootstrapped with ``V(s'_T)`` at a
    timeout, so a trajectory cut by the 1000-step limit is not mistaken for a poor one.
-2. **Select** start states: the worst ``quantile`` of steps by A (low) and/or G (high),
-   at most ``max_per_trajectory`` per episode, ``min_spacing`` steps apart, and at most
-   ``max_starts`` in total (worst first).
-3. **Plan** L-step receding-horizon MPC rollouts in the world model from all selected
-   states, in batches of ``batch_size`` (one batched planner call each). Finished batches
-   are saved, so an interrupted run resumes without re-planning them.
-4. **Accept** a rollout when its max uncertainty stays under the threshold (a quantile of
-   U over dataset transitions) and its imagined return ``Σγ^k r̂_k + γ^L V(ŝ_L)`` beats the
-   dataset's own L-step continuation ``Σγ^k r_{t+k} + γ^L V(s_{t+L})`` by ``min_improvement``.
-5. **Stitch** accepted rollouts after their dataset prefix into new trajectories. Every
-   row carries ``imagined`` (bool), ``source_episode``, ``start_index`` (step within the
-   source episode where imagination starts; -1 for original rows) and ``value`` (V(s)).
+2. **Select** start states: the worst ``quantile`` of steps by A (low) and/or G (high), at most
+   ``max_per_trajectory`` per episode, ``min_spacing`` steps apart. The budget ``max_starts`` is
+   spread over trajectories: every suboptimal trajectory's worst start first, then each one's
+   second worst, and so on.
+3. **Plan** receding-horizon MPC rollouts of up to L steps in the world model from all selected
+   states, in batches of ``batch_size`` (one batched planner call each). With
+   ``cut_at_uncertainty`` a rollout stops at its first step whose U exceeds the threshold (that
+   step is dropped), so long rollouts keep only their trusted part. Finished batches are saved,
+   so an interrupted run resumes without re-planning them.
+4. **Accept** a rollout when it ran at least ``min_rollout_length`` trusted steps, its max
+   uncertainty stays under the threshold (a quantile of U over dataset transitions), and its
+   imagined return ``Σγ^k r̂_k + γ^l V(ŝ_l)`` over its own length l beats the dataset's
+   continuation over the same l steps ``Σγ^k r_{t+k} + γ^l V(s_{t+l})`` by ``min_improvement``.
+5. **Stitch** accepted rollouts after their dataset prefix (at most ``max_prefix_length`` steps,
+   by default the policy's context minus one, enough for a full first window) into new
+   trajectories. Every row carries ``imagined`` (bool), ``source_episode``, ``start_index``
+   (step within the source episode where imagination starts; -1 for original rows) and
+   ``value`` (V(s)).
 
 Deviation/assumption: the paper does not give its selection rule or acceptance margin;
 comparing like-for-like L-step bootstrapped returns is our choice, as is keeping the
@@ -47,10 +53,12 @@ class AugmentConfig:
     max_per_trajectory: int = 4
     min_spacing: int = 25
     max_starts: int = 4096
-    rollout_length: int = 20
+    rollout_length: int = 30
+    min_rollout_length: int = 5
+    cut_at_uncertainty: bool = True
     uncertainty_quantile: float = 0.95
     min_improvement: float = 0.0
-    max_prefix_length: int | None = None
+    max_prefix_length: int | None = 19
     batch_size: int = 1024
 
     def __post_init__(self) -> None:
@@ -60,6 +68,10 @@ class AugmentConfig:
             raise ValueError(f"augment.quantile must be in (0, 1], got {self.quantile}")
         if self.rollout_length < 1 or self.batch_size < 1:
             raise ValueError("augment.rollout_length and augment.batch_size must be >= 1")
+        if self.min_rollout_length < 1:
+            raise ValueError("augment.min_rollout_length must be >= 1 (it is capped at rollout_length)")
+        if self.max_prefix_length is not None and self.max_prefix_length < 0:
+            raise ValueError("augment.max_prefix_length must be >= 0 or null")
 
 
 @dataclass
@@ -68,6 +80,7 @@ class StepScores:
     advantage: np.ndarray  # Q(s_t,a_t) - V(s_t) [N]
     gap: np.ndarray  # V(s_t) - RTG^γ_t    [N]
     continuation: np.ndarray  # Σ_{k<L} γ^k r_{t+k} + γ^L V(s_{t+L}), truncated at episode end [N]
+    next_value: np.ndarray  # V(s'_t) [N]
 
 
 def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float, horizon: int) -> StepScores:
@@ -83,23 +96,30 @@ def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float, horizon: int) 
     ends = t.episode_ends
     tail = np.where(ends & ~t.terminals, v_next, 0.0)
     rtg = returns_to_go(t.rewards, ends, gamma, tail=tail)
-    cont = _truncated_continuation(t.rewards, v, v_next, t.terminals, traj, gamma, horizon)
-    return StepScores(v, q - v, v - rtg, cont)
+    rows = np.arange(len(t))
+    cont = _truncated_continuation(traj, v_next, gamma, rows, np.full(len(t), horizon))
+    return StepScores(v, q - v, v - rtg, cont, v_next)
 
 
-def _truncated_continuation(rewards, v, v_next, terminals, traj: Trajectories, gamma, horizon) -> np.ndarray:
-    """Σ_{k<h} γ^k r_{t+k} + γ^h V(s_{t+h}) with h = min(L, steps left); vectorised over rows."""
-    n = len(rewards)
-    ep_end = np.repeat(traj.starts + traj.lengths, traj.lengths)  # exclusive end row per row
-    idx = np.arange(n)
-    out = np.zeros(n, np.float64)
-    alive = np.ones(n, bool)
-    for k in range(horizon):  # loop over horizon steps only; vectorised over all rows
-        row = idx + k
-        alive &= row < ep_end
-        out += np.where(alive, gamma**k * rewards[np.minimum(row, n - 1)], 0.0)
-        last = alive & ((row + 1 >= ep_end) | (k == horizon - 1))
-        boot = np.where(terminals[np.minimum(row, n - 1)], 0.0, v_next[np.minimum(row, n - 1)])
+def _truncated_continuation(
+    traj: Trajectories, v_next: np.ndarray, gamma: float, rows: np.ndarray, horizons: np.ndarray
+) -> np.ndarray:
+    """Σ_{k<h} γ^k r_{t+k} + γ^h V(s_{t+h}) for each ``rows[i]`` with h = min(horizons[i], steps left).
+
+    No bootstrap after a terminal. Vectorised over rows; the loop runs over horizon steps only.
+    """
+    t = traj.transitions
+    n = len(t)
+    ep_end = np.repeat(traj.starts + traj.lengths, traj.lengths)[rows]  # exclusive end row per row
+    out = np.zeros(len(rows), np.float64)
+    alive = np.ones(len(rows), bool)
+    for k in range(int(horizons.max()) if len(rows) else 0):
+        row = rows + k
+        alive &= (row < ep_end) & (k < horizons)
+        at = np.minimum(row, n - 1)
+        out += np.where(alive, gamma**k * t.rewards[at], 0.0)
+        last = alive & ((row + 1 >= ep_end) | (k == horizons - 1))
+        boot = np.where(t.terminals[at], 0.0, v_next[at])
         out += np.where(last, gamma ** (k + 1) * boot, 0.0)
         alive &= ~last
     return out.astype(np.float32)
@@ -118,7 +138,7 @@ def select_starts(traj: Trajectories, scores: StepScores, cfg: AugmentConfig) ->
     # Rank by a scale-free badness: the larger of the two rank percentiles.
     badness = np.maximum(_rank01(-scores.advantage), _rank01(scores.gap))
     cand = np.flatnonzero(mask)
-    cand = cand[np.argsort(-badness[cand], kind="stable")]
+    cand = cand[np.argsort(-badness[cand], kind="stable")]  # worst first
     ep = traj.episode_ids
     chosen: dict[int, list[int]] = {}
     picked: list[int] = []
@@ -128,9 +148,11 @@ def select_starts(traj: Trajectories, scores: StepScores, cfg: AugmentConfig) ->
             continue
         rows.append(int(row))
         picked.append(int(row))
-        if len(picked) >= cfg.max_starts:
-            break
-    return np.asarray(picked, np.int64)
+    # Spread the budget over trajectories: every suboptimal trajectory's worst start first, then
+    # each one's second worst, ... (worst first within a round), cut at max_starts.
+    rank_in_episode = {row: i for rows in chosen.values() for i, row in enumerate(rows)}
+    order = sorted(range(len(picked)), key=lambda i: (rank_in_episode[picked[i]], i))
+    return np.asarray([picked[i] for i in order[: cfg.max_starts]], np.int64)
 
 
 def _rank01(x: np.ndarray) -> np.ndarray:
@@ -147,6 +169,7 @@ ROLLOUT_FIELDS = (
     "alive",
     "lengths",
     "valid",
+    "cut",
 )
 
 
@@ -158,19 +181,24 @@ def plan_rollouts(
     device: torch.device,
     seed: int = 0,
     progress: bool = True,
+    max_uncertainty: float | None = None,
 ) -> dict[str, np.ndarray]:
-    """Plan L-step rollouts from all start states in batches; resumable via ``work_dir``."""
+    """Plan L-step rollouts from all start states in batches; resumable via ``work_dir``.
+
+    ``max_uncertainty`` stops each rollout at its first step whose U exceeds it (planner ``cut``).
+    """
     n_batches = int(np.ceil(len(start_states) / cfg.batch_size))
     parts = []
     for b in tqdm(range(n_batches), desc="augment: planning", disable=not progress):
         path = work_dir / f"batch_{b:05d}.npz" if work_dir is not None else None
         if path is not None and path.is_file():
             with np.load(path) as f:
-                parts.append({k: f[k] for k in ROLLOUT_FIELDS + ("planned_return",)})
+                parts.append({k: f[k] for k in ROLLOUT_FIELDS + ("planned_return",) if k in f})
             continue
         chunk = torch.as_tensor(start_states[b * cfg.batch_size : (b + 1) * cfg.batch_size], device=device)
         gen = torch.Generator(device=device).manual_seed(seed * 100_003 + b)
-        ro = planner.rollout(chunk, cfg.rollout_length, generator=gen)
+        kwargs = {"max_uncertainty": max_uncertainty} if max_uncertainty is not None else {}
+        ro = planner.rollout(chunk, cfg.rollout_length, generator=gen, **kwargs)
         part = {k: _np(getattr(ro, k)) for k in ROLLOUT_FIELDS + ("planned_return",) if hasattr(ro, k)}
         part.setdefault("valid", np.ones(len(chunk), bool))  # planners without NaN tracking
         if path is not None:
@@ -188,14 +216,24 @@ def _np(x) -> np.ndarray:
 
 
 def accept_rollouts(
-    rollouts: dict[str, np.ndarray], continuation: np.ndarray, threshold: float, min_improvement: float
+    rollouts: dict[str, np.ndarray],
+    continuation: np.ndarray,
+    threshold: float,
+    min_improvement: float,
+    min_length: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean accept mask and the predicted improvement of every rollout."""
+    """Boolean accept mask and the predicted improvement of every rollout.
+
+    A rollout is kept when it ran at least ``min_length`` trusted steps, its max uncertainty stays
+    under ``threshold``, the model stayed finite, and its bootstrapped return beats the dataset's
+    continuation over the same number of steps by more than ``min_improvement``.
+    """
     alive = rollouts["alive"].astype(bool)
     u = np.where(alive, rollouts["uncertainty"], 0.0)
     max_u = u.max(axis=1) if u.shape[1] else np.zeros(len(u))
     improvement = rollouts["planned_return"] - continuation
-    reliable = np.isfinite(rollouts["planned_return"]) & (max_u <= threshold) & (rollouts["lengths"] > 0)
+    long_enough = rollouts["lengths"] >= max(min_length, 1)
+    reliable = np.isfinite(rollouts["planned_return"]) & (max_u <= threshold) & long_enough
     if "valid" in rollouts:  # the model produced NaN/inf while executing the rollout
         reliable &= rollouts["valid"].astype(bool)
     return reliable & (improvement > min_improvement), improvement
@@ -286,17 +324,34 @@ def augment_dataset(
     scores = score_steps(traj, value_fn, q_fn, gamma, cfg.rollout_length)
     starts = select_starts(traj, scores, cfg)
     t_plan = time.perf_counter()
-    rollouts = plan_rollouts(planner, transitions.observations[starts], cfg, work_dir, device, seed, progress)
+    cut_at = uncertainty_threshold if cfg.cut_at_uncertainty else None
+    rollouts = plan_rollouts(
+        planner, transitions.observations[starts], cfg, work_dir, device, seed, progress, cut_at
+    )
     plan_time = time.perf_counter() - t_plan
-    if len(starts):
+    if len(starts):  # compare like with like: the dataset's continuation over each rollout's length
+        continuation = _truncated_continuation(traj, scores.next_value, gamma, starts, rollouts["lengths"])
         accepted, improvement = accept_rollouts(
-            rollouts, scores.continuation[starts], uncertainty_threshold, cfg.min_improvement
+            rollouts,
+            continuation,
+            uncertainty_threshold,
+            cfg.min_improvement,
+            min(cfg.min_rollout_length, cfg.rollout_length),
         )
     else:
         accepted, improvement = np.zeros(0, bool), np.zeros(0)
     dataset = stitch(traj, starts, rollouts, accepted, scores.value, cfg.max_prefix_length)
     imagined_steps = int(rollouts["lengths"].sum()) if len(starts) else 0
-    stats = _stats(scores, starts, rollouts, accepted, improvement, dataset, uncertainty_threshold)
+    stats = _stats(
+        scores,
+        starts,
+        rollouts,
+        accepted,
+        improvement,
+        dataset,
+        uncertainty_threshold,
+        traj.episode_ids[starts],
+    )
     stats.update(
         wall_time_s=time.perf_counter() - t_start,
         planning_time_s=plan_time,
@@ -312,8 +367,9 @@ def augment_dataset(
     return AugmentResult(dataset, stats)
 
 
-def _stats(scores, starts, rollouts, accepted, improvement, dataset, threshold) -> dict:
+def _stats(scores, starts, rollouts, accepted, improvement, dataset, threshold, episode_of_starts) -> dict:
     n_sel = len(starts)
+    imagined_rows = int(dataset.extras["imagined"].sum())
     alive = rollouts["alive"].astype(bool) if n_sel else np.zeros((0, 0), bool)
     u = rollouts["uncertainty"][alive] if n_sel else np.zeros(0)
     qs = (0.5, 0.9, 0.95, 0.99)
@@ -329,6 +385,15 @@ def _stats(scores, starts, rollouts, accepted, improvement, dataset, threshold) 
         "rollout_uncertainty_quantiles": {str(q): float(np.quantile(u, q)) for q in qs} if len(u) else {},
         "rollout_uncertainty_histogram": {"counts": hist[0].tolist(), "edges": hist[1].tolist()},
         "mean_rollout_length": float(rollouts["lengths"].mean()) if n_sel else 0.0,
+        "mean_rollout_length_accepted": float(rollouts["lengths"][accepted].mean())
+        if accepted.any()
+        else 0.0,
+        "cut_by_uncertainty": int(rollouts["cut"].sum()) if n_sel and "cut" in rollouts else 0,
+        "trajectories_with_starts": int(len(np.unique(episode_of_starts))) if n_sel else 0,
         "augmented_transitions": int(len(dataset)),
-        "imagined_rows": int(dataset.extras["imagined"].sum()),
+        "imagined_rows": imagined_rows,
+        # shares of the augmented dataset's rows (stage 3 sets the share of *sampled windows*
+        # with policy.imagined_share and reports the resulting imagined-token share)
+        "imagined_row_share": imagined_rows / max(len(dataset), 1),
+        "stitched_row_share": int((dataset.extras["start_index"] >= 0).sum()) / max(len(dataset), 1),
     }

@@ -132,6 +132,7 @@ class ImaginedRollout:
     terminated: torch.Tensor  # [B] bool, ended by a predicted termination
     valid: torch.Tensor  # [B] bool, False if the model produced a non-finite step (rollout stopped there)
     plan_returns: torch.Tensor  # [B, L] planner's expected J at each executed step (NaN padding)
+    cut: torch.Tensor  # [B] bool, stopped because a step's uncertainty exceeded ``max_uncertainty``
 
 
 def shift_mean(mean: torch.Tensor) -> torch.Tensor:
@@ -328,12 +329,15 @@ class Planner:
         length: int,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        max_uncertainty: float | None = None,
     ) -> ImaginedRollout:
         """Receding-horizon MPC in the model from ``start_states`` [B, obs] for up to ``length`` steps.
 
         At each step only the still-running envs are planned (one batched call), the first action is
         executed with ``model.step`` and the mean is shifted as warm start. An env stops at a predicted
-        termination or at a non-finite model output (then ``valid`` is False and that step is dropped).
+        termination, at a non-finite model output (then ``valid`` is False and that step is dropped),
+        or, with ``max_uncertainty``, at the first executed step whose U exceeds it (``cut``; that
+        step is dropped too, so every kept step is trusted). Stopped envs cost nothing afterwards.
         """
         c = self.cfg
         b, obs_dim = start_states.shape
@@ -351,6 +355,7 @@ class Planner:
         running = torch.ones(b, dtype=torch.bool, device=dev)
         terminated = torch.zeros(b, dtype=torch.bool, device=dev)
         valid = torch.ones(b, dtype=torch.bool, device=dev)
+        cut = torch.zeros(b, dtype=torch.bool, device=dev)
         lengths = torch.zeros(b, dtype=torch.long, device=dev)
         mean = torch.zeros(b, c.horizon, self.act_dim, device=dev, dtype=dtype)
         cur = start_states.clone()
@@ -365,9 +370,15 @@ class Planner:
             ns, r = out.next_states.to(dtype), out.rewards.to(dtype).reshape(-1)
             u, term = out.uncertainty.to(dtype).reshape(-1), out.terminals.bool().reshape(-1)
             finite = torch.isfinite(ns).all(-1) & torch.isfinite(r) & torch.isfinite(u)
-            ok_idx, bad_idx = idx[finite], idx[~finite]
+            bad_idx = idx[~finite]
             valid[bad_idx] = False
             running[bad_idx] = False
+            if max_uncertainty is not None:
+                over = finite & (u > max_uncertainty)
+                cut[idx[over]] = True
+                running[idx[over]] = False
+                finite = finite & ~over
+            ok_idx = idx[finite]
             actions[ok_idx, t] = res.action[finite]
             rewards[ok_idx, t] = r[finite]
             uncertainty[ok_idx, t] = u[finite]
@@ -405,4 +416,5 @@ class Planner:
             terminated=terminated,
             valid=valid,
             plan_returns=plan_returns,
+            cut=cut,
         )

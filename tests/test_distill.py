@@ -1,0 +1,150 @@
+"""Stage 3 without Hydra: the value token G_t, the expectile inference head, window sampling, the
+Q-term's action shift, and distill_policy end to end on tiny data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ipd.data import SequenceSampler, Trajectories, Transitions
+from ipd.distill import (
+    DistillConfig,
+    conditioning_tokens,
+    distill_policy,
+    imagined_token_share,
+    value_returns_to_go,
+    window_sampling,
+)
+from ipd.models.policies import load_policy
+from ipd.models.sequence_trainer import SequenceTrainConfig, SequenceTrainer
+from ipd.models.transformer import DecisionTransformer, DTConfig
+from ipd.models.value import IQLConfig, IQLLearner
+from ipd.models.value_head import ValueHeadConfig, fit_value_head
+
+
+class ConstValue:
+    """Stands in for the IQL learner: V(s) = 100 for every state."""
+
+    def value(self, s):
+        return np.full(len(s), 100.0, np.float32)
+
+
+def hand_made() -> Transitions:
+    """Three segments: a timeout (3 steps), a terminal (2 steps), an imagined tail (2 steps)."""
+    n = 7
+    obs = np.arange(n, dtype=np.float32)[:, None]
+    rewards = np.array([1, 2, 3, 4, 5, 6, 7], np.float32)
+    terminals = np.array([0, 0, 0, 0, 1, 0, 0], bool)
+    timeouts = np.array([0, 0, 1, 0, 0, 0, 1], bool)  # the imagined continuation ends by truncation
+    extras = {
+        "imagined": np.array([0, 0, 0, 0, 0, 1, 1], bool),
+        "start_index": np.array([-1, -1, -1, -1, -1, 9, 9]),
+        "value": np.full(n, 100.0, np.float32),
+        "timestep": np.array([0, 1, 2, 0, 1, 9, 10]),
+    }
+    return Transitions(obs, np.zeros((n, 1)), rewards, obs + 1, terminals, timeouts, extras)
+
+
+def test_value_token_is_the_bootstrapped_return_of_each_segment():
+    g = 0.5
+    traj = Trajectories.from_transitions(hand_made())
+    tokens = value_returns_to_go(traj, ConstValue(), g)
+    # timeout segment: bootstrap with V(s_T) = 100
+    assert tokens[2] == pytest.approx(3 + g * 100)
+    assert tokens[0] == pytest.approx(1 + g * 2 + g**2 * 3 + g**3 * 100)
+    # terminal segment: no bootstrap
+    assert tokens[3] == pytest.approx(4 + g * 5) and tokens[4] == pytest.approx(5)
+    # imagined tail: bootstrapped at its end like a timeout
+    assert tokens[5] == pytest.approx(6 + g * 7 + g**2 * 100)
+    cfg = DistillConfig(condition="value")
+    np.testing.assert_allclose(conditioning_tokens(traj, cfg, ConstValue(), g), tokens)
+    # the old behaviour: V(s_t) everywhere, whatever happens afterwards
+    sv = conditioning_tokens(traj, DistillConfig(condition="state_value"), ConstValue(), g)
+    np.testing.assert_allclose(sv, 100.0)
+
+
+def test_window_sampling_gives_stitched_trajectories_their_share():
+    traj = Trajectories.from_transitions(hand_made())
+    probs, weights = window_sampling(traj, 0.25)
+    stitched = traj.transitions.extras["start_index"][traj.starts] >= 0
+    assert probs[stitched].sum() == pytest.approx(0.25) and probs.sum() == pytest.approx(1.0)
+    assert (weights == 1).all()  # no copied prefix in this data
+    sampler = SequenceSampler(traj, 2, row_weights=weights, trajectory_probs=probs, seed=0)
+    share = imagined_token_share(sampler, batches=400)
+    assert 0.15 < share < 0.35
+    assert window_sampling(traj, None)[0] is None
+
+
+def test_copied_prefix_rows_are_context_only():
+    t = hand_made()
+    t.extras["start_index"][3:5] = 9  # pretend the terminal segment is a copied prefix
+    t.extras["timestep"][3:5] = [7, 8]
+    _, weights = window_sampling(Trajectories.from_transitions(t), 0.2)
+    assert weights.tolist() == [1, 1, 1, 0, 0, 1, 1]
+
+
+def test_expectile_head_predicts_the_upper_expectile_per_state():
+    rng = np.random.default_rng(0)
+    states = rng.integers(0, 2, size=(4000, 1)).astype(np.float32)
+    targets = np.where(states[:, 0] > 0, 100.0, 10.0) + rng.normal(0, 5, 4000)  # two state groups
+    cfg = ValueHeadConfig(expectile=0.9, hidden_dims=(32,), num_updates=1500, seed=0)
+    head, metrics = fit_value_head(states, targets.astype(np.float32), cfg, progress=False)
+    out = head(torch.tensor([[0.0], [1.0]])).numpy()
+    z90 = 0.8626  # the 0.9-expectile of a standard normal (above the mean, below the 90% quantile)
+    np.testing.assert_allclose(out, [10 + 5 * z90, 100 + 5 * z90], atol=1.5)
+    mean_head, _ = fit_value_head(
+        states, targets.astype(np.float32), ValueHeadConfig(0.5, (32,), num_updates=1500)
+    )
+    assert (mean_head(torch.tensor([[0.0], [1.0]])).numpy() < out).all()
+    again, _ = fit_value_head(states, targets.astype(np.float32), cfg, progress=False)
+    torch.testing.assert_close(again(torch.tensor([[1.0]])), head(torch.tensor([[1.0]])))
+    assert metrics["head_loss"] > 0
+
+
+def test_q_action_shift_is_reported_and_scales_with_alpha(hopper_transitions):
+    t = hopper_transitions
+    iql = IQLLearner(t.obs_dim, t.act_dim, IQLConfig(hidden_dims=(32,), num_updates=50, log_every=50))
+    iql.fit(t, progress=False)
+    traj = Trajectories.from_transitions(t)
+    sampler = SequenceSampler(traj, 4, seed=0)
+    shifts = []
+    for alpha in (1.0, 3.0):
+        torch.manual_seed(0)
+        model = DecisionTransformer(t.obs_dim, t.act_dim, DTConfig(embed_dim=16, n_layers=1, context=4))
+        trainer = SequenceTrainer(model, sampler, SequenceTrainConfig(alpha=alpha), critic=iql.q_torch)
+        batch = trainer.batch_to_tensors(SequenceSampler(traj, 4, seed=1).sample(32))
+        _, metrics = trainer.compute_loss(batch)
+        shifts.append(float(metrics["q_action_shift"]))
+    assert shifts[0] > 0 and shifts[1] == pytest.approx(3 * shifts[0], rel=1e-4)
+
+
+@pytest.mark.parametrize("inference_value", ["expectile", "iql"])
+def test_distill_policy_end_to_end_and_checkpoint(hopper_transitions, tmp_path, inference_value):
+    t = hopper_transitions
+    iql = IQLLearner(t.obs_dim, t.act_dim, IQLConfig(hidden_dims=(32,), num_updates=50, log_every=50))
+    iql.fit(t, progress=False)
+    cfg = DistillConfig(inference_value=inference_value, token_head_updates=200)
+    result = distill_policy(
+        t,
+        iql,
+        DTConfig(embed_dim=16, n_layers=1, context=4),
+        SequenceTrainConfig(num_updates=20, warmup_steps=5, batch_size=8, log_every=10, alpha=1.0),
+        cfg,
+        gamma=0.99,
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    assert result.metrics["step"] == 20 and "inference_token_mean" in result.metrics
+    assert result.metrics["imagined_token_share"] == 0.0  # no imagined data here
+    path = result.save(tmp_path / "policy.pt", extra={"task": "hopper-medium"})
+    loaded = load_policy(path).policy
+    obs = t.observations[:3]
+    expected = result.value_fn(torch.as_tensor(obs))
+    torch.testing.assert_close(loaded.value_fn(torch.as_tensor(obs)), expected)
+    loaded.reset(3)
+    assert loaded.act(obs).shape == (3, t.act_dim)
+    with pytest.raises(ValueError, match="needs the stage-1 value"):
+        distill_policy(t, None, DTConfig(context=4), SequenceTrainConfig(num_updates=1), cfg)
+    with pytest.raises(ValueError, match="condition must be one of"):
+        DistillConfig(condition="value_token")
