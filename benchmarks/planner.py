@@ -18,6 +18,13 @@ does not depend on the weights). Start states are real hopper-medium observation
 otherwise standard-normal vectors (planning cost does not depend on them).
 
     python benchmarks/planner.py                                  # CPU defaults, a few minutes
+    python benchmarks/planner.py --rollout --threads 1            # stage-2 budget: executed steps/s
+
+``--rollout`` times the stage-2 workload instead: receding-horizon ``planner.rollout`` from
+``--rollout-starts`` states for ``--rollout-length`` executed steps, with an IQL-actor-sized prior
+(a random 256-256 tanh MLP), at the ``cpu3k`` budget (N=32, H=5, 1 iteration, half the candidates
+from the prior) against the earlier budget (N=64, H=5, 2 iterations, a quarter from the prior) in
+the same run, and reports the minutes that 100k executed imagined steps take.
     python benchmarks/planner.py --batch-sizes 1 64 --loop-states 4   # smoke test
     python benchmarks/planner.py --device cuda --num-samples 256 --horizon 10 --iterations 4 --max-batch 1024
 """
@@ -120,6 +127,53 @@ def timed(fn, device: torch.device, repeats: int = 1) -> float:
     return (CLOCK() - t0) / repeats
 
 
+def rollout_benchmark(model, args, device: torch.device, obs_dim: int, act_dim: int) -> None:
+    """Executed imagined steps per second of receding-horizon rollouts (the stage-2 cost)."""
+    gen = torch.Generator().manual_seed(0)
+    prior_net = torch.nn.Sequential(
+        torch.nn.Linear(obs_dim, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, act_dim),
+        torch.nn.Tanh(),
+    ).to(device)
+    value_net = torch.nn.Sequential(
+        torch.nn.Linear(obs_dim, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 1),
+    ).to(device)
+    prior = lambda s: prior_net(s)  # noqa: E731
+    value = lambda s: value_net(s).squeeze(-1)  # noqa: E731
+    budgets = {
+        "previous (N=64 H=5 x2, prior 0.25)": dict(
+            num_samples=64, horizon=5, iterations=2, prior_fraction=0.25
+        ),
+        "cpu3k (N=32 H=5 x1, prior 0.5)": dict(num_samples=32, horizon=5, iterations=1, prior_fraction=0.5),
+    }
+    states, src = start_states(args.rollout_starts, obs_dim, device)
+    results = {}
+    for name, kw in budgets.items():
+        cfg = PlannerConfig(num_elites=8, max_batch=args.max_batch, seed=0, **kw)
+        planner = Planner(model, cfg, act_dim, value_fn=value, prior=prior)
+        planner.rollout(states[:2], 2, generator=gen)  # warm-up
+        with torch.no_grad():
+            t = timed(lambda p=planner: p.rollout(states, args.rollout_length, generator=gen), device)
+        steps = args.rollout_starts * args.rollout_length
+        results[name] = {"executed_steps_per_s": steps / t, "minutes_per_100k": 1e5 / (steps / t) / 60}
+        print(
+            f"{name}: {steps / t:.1f} executed steps/s -> "
+            f"{results[name]['minutes_per_100k']:.1f} min per 100k"
+        )
+    base, new = (results[k]["executed_steps_per_s"] for k in budgets)
+    print(f"cpu3k vs previous budget: x{new / base:.2f} executed steps/s (start states: {src})")
+    print(
+        json.dumps({"benchmark": "planner-rollout", "threads": torch.get_num_threads(), "results": results})
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
@@ -136,6 +190,9 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4, help="random model: hidden layers")
     p.add_argument("--loop-states", type=int, default=16, help="states timed in the per-state baseline")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    p.add_argument("--rollout", action="store_true", help="time stage-2 rollouts (executed steps/s)")
+    p.add_argument("--rollout-starts", type=int, default=512)
+    p.add_argument("--rollout-length", type=int, default=10)
     p.add_argument(
         "--clock",
         choices=["wall", "process"],
@@ -151,6 +208,9 @@ def main() -> None:
     device = resolve_device(args.device)
     obs_dim, act_dim = 11, 3
     model, model_kind = make_model(args, obs_dim, act_dim, device)
+    if args.rollout:
+        rollout_benchmark(model, args, device, obs_dim, act_dim)
+        return
     cfg = PlannerConfig(
         method=args.method,
         horizon=args.horizon,

@@ -315,6 +315,7 @@ def train_policy(ctx: Context) -> tuple[Policy, Path, dict]:
         parents = {"value_hash": iql_art.hash}
         info["value"] = str(iql_art.path)
         if dcfg.use_augmented:
+            info["world_model"] = str(wm_art.path)
             dataset, aug_art = augment(ctx, wm, wm_art, iql, iql_art)
             parents["augment_hash"] = aug_art.hash
             info["augment"] = str(aug_art.path)

@@ -7,8 +7,12 @@ Reads every ``metrics.json`` under ``--runs`` that has a ``normalized_score`` (w
 ``scripts/train.py``), groups by (task, label) -- the label is ``logging.label`` when a run set
 one (e.g. ablation arms), else the algo -- and writes
 ``<out>/results.md`` (mean ± std over seeds of the D4RL-normalised score, one row per task,
-one column per algo), ``<out>/scores.png`` (per-task bars) and ``<out>/curves.png``
-(action-regression loss and periodic-evaluation curves from each run's ``metrics.csv``).
+one column per algo), the mean wall time of each stage per (task, label) from the artifacts the
+runs used, ``<out>/scores.png`` (per-task bars) and ``<out>/curves.png`` (action-regression loss
+and periodic-evaluation curves from each run's ``metrics.csv``).
+
+The score of a run is its **final** evaluation, after the last update (not the best periodic one;
+CORL reports the last, QT the best).
 """
 
 from __future__ import annotations
@@ -81,8 +85,43 @@ def table(rows: list[dict]) -> str:
     # A column averaged over fewer tasks is not comparable, so the count is shown.
     mean_cells = [_mean_cell(means[a]) for a in algos]
     lines.append("| **mean** | " + " | ".join(mean_cells) + " |")
-    note = "\nn = seeds; ± is the std over seeds (over evaluation episodes when n=1).\n"
+    note = (
+        "\nScore: the final evaluation after the last update (not the best one). "
+        "n = seeds; ± is the std over seeds (over evaluation episodes when n=1).\n"
+    )
     return "\n".join(lines) + "\n" + note
+
+
+STAGES = ("world_model", "value", "augment", "policy", "bc")
+
+
+def stage_times(rows: list[dict]) -> str:
+    """Mean wall time (minutes) of each stage's artifact per (task, label); a shared artifact is
+    counted in every run that used it, since that is what one run of that label costs."""
+    by, tasks, labels = _group(rows)
+    lines = ["| task | label | " + " | ".join(STAGES) + " |", "| --- | --- |" + " --- |" * len(STAGES)]
+    for t in tasks:
+        for a in labels:
+            runs = by.get((t, a))
+            if not runs:
+                continue
+            cells = []
+            for stage in STAGES:
+                times = [_artifact_time(r, stage) for r in runs]
+                times = [x for x in times if x is not None]
+                cells.append(f"{np.mean(times) / 60:.1f}" if times else "–")
+            lines.append(f"| {t} | {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nWall time in minutes per stage (one CPU core per run).\n"
+
+
+def _artifact_time(run: dict, stage: str) -> float | None:
+    path = (run.get("artifacts") or {}).get(stage)
+    if not path:
+        return None
+    try:
+        return float(json.loads((Path(path) / "metrics.json").read_text())["wall_time_s"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
 
 
 def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -156,7 +195,7 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"error: no finished runs (metrics.json with normalized_score) under {args.runs}")
     args.out.mkdir(parents=True, exist_ok=True)
-    md = table(rows)
+    md = table(rows) + "\n" + stage_times(rows)
     (args.out / "results.md").write_text(md)
     curves = plot(rows, args.out)
     print(md)

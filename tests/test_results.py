@@ -10,12 +10,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_results_table_and_plots(tmp_path):
     runs = tmp_path / "runs"
+    value_art = runs / "hopper-medium" / "value" / "abc"
+    value_art.mkdir(parents=True)
+    (value_art / "metrics.json").write_text(json.dumps({"wall_time_s": 900.0}))
     for algo, scores in {"dt": [40.0, 50.0], "ipd": [60.0, 70.0]}.items():
         for seed, score in enumerate(scores):
             d = runs / "hopper-medium" / "train" / algo / f"s{seed}"
             d.mkdir(parents=True)
+            arts = {"value": str(value_art)} if algo == "ipd" else {}
             (d / "metrics.json").write_text(
-                json.dumps({"task": "hopper-medium", "algo": algo, "seed": seed, "normalized_score": score})
+                json.dumps(
+                    {
+                        "task": "hopper-medium",
+                        "algo": algo,
+                        "seed": seed,
+                        "normalized_score": score,
+                        "artifacts": arts,
+                    }
+                )
             )
             (d / "metrics.csv").write_text(
                 "step,key,value\n100,policy/bc_loss,0.5\n200,policy/bc_loss,0.3\n"
@@ -47,6 +59,9 @@ def test_results_table_and_plots(tmp_path):
     assert "| task | dt | ipd | ipd-rtg |" in md  # a labelled run gets its own column
     assert "| hopper-medium | 45.0 ± 5.0 (n=2) | 65.0 ± 5.0 (n=2) | 30.0 (n=1, ±4.0 over episodes) |" in md
     assert "| **mean** | 45.0 (1 task) | 65.0 (1 task) | 30.0 (1 task) |" in md
+    assert "final evaluation after the last update" in md
+    assert "| hopper-medium | ipd | – | 15.0 | – | – | – |" in md  # stage wall time, minutes
+    assert "| hopper-medium | dt | – | – | – | – | – |" in md
     assert (out / "scores.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
     assert "runs_with_loss_curve: 4, runs_with_eval_curve: 2" in proc.stdout
     assert "results.md" in proc.stdout
