@@ -171,6 +171,18 @@ def conditioning_tokens(
     return np.maximum(traj.discounted_returns_to_go(gamma), state_values(traj, value))  # relabel
 
 
+def token_encoding(
+    tokens: np.ndarray, cfg: DistillConfig, return_scale: float, target_return: float | None
+) -> ConditioningConfig:
+    """How tokens enter the model. RTG: divided by ``return_scale`` (DT). Value tokens: standardised
+    with their training mean and std, because discounted values span a narrow range (hopper: about
+    0..330, a std near 60) that ``/ 1000`` would squeeze next to the timestep embedding."""
+    if cfg.inference_mode == "rtg":
+        return ConditioningConfig("rtg", return_scale, target_return)
+    std = max(float(np.std(tokens, dtype=np.float64)), 1e-6)
+    return ConditioningConfig("value", std, target_return, offset=float(np.mean(tokens, dtype=np.float64)))
+
+
 def window_sampling(traj: Trajectories, imagined_share: float | None) -> tuple[np.ndarray | None, np.ndarray]:
     """Per-trajectory sampling probabilities and per-row loss weights for stitched data.
 
@@ -272,9 +284,18 @@ def distill_policy(
     traj = Trajectories.from_transitions(dataset)
     tokens = conditioning_tokens(traj, distill_cfg, value, gamma)
     norm = state_normalizer or Normalizer.fit(dataset.observations)
+    conditioning = token_encoding(tokens, distill_cfg, return_scale, target_return)
     probs, row_weights = window_sampling(traj, distill_cfg.imagined_share)
     sampler = SequenceSampler(
-        traj, dt_cfg.context, tokens, return_scale, norm, row_weights, dt_cfg.max_timestep, seed, probs
+        traj,
+        dt_cfg.context,
+        tokens - conditioning.offset,
+        conditioning.scale,
+        norm,
+        row_weights,
+        dt_cfg.max_timestep,
+        seed,
+        probs,
     )
     info: dict[str, Any] = {"imagined_token_share": imagined_token_share(sampler)}
     value_fn, value_state = None, None
@@ -310,7 +331,6 @@ def distill_policy(
         log_fn=log_fn,
         after_update=after_update,
     )
-    conditioning = ConditioningConfig(distill_cfg.inference_mode, return_scale, target_return)
     periodic = None
     if eval_fn is not None and distill_cfg.eval_episodes > 0:
 

@@ -148,3 +148,14 @@ def test_distill_policy_end_to_end_and_checkpoint(hopper_transitions, tmp_path, 
         distill_policy(t, None, DTConfig(context=4), SequenceTrainConfig(num_updates=1), cfg)
     with pytest.raises(ValueError, match="condition must be one of"):
         DistillConfig(condition="value_token")
+
+
+def test_value_tokens_are_standardised_and_rtg_tokens_scaled():
+    from ipd.distill import token_encoding
+
+    tokens = np.array([100.0, 200.0, 300.0], np.float32)
+    enc = token_encoding(tokens, DistillConfig(condition="value"), 1000.0, None)
+    np.testing.assert_allclose(enc.encode(tokens), (tokens - 200.0) / np.std(tokens), rtol=1e-6)
+    assert enc.mode == "value"
+    rtg = token_encoding(tokens, DistillConfig(condition="rtg"), 1000.0, 3600.0)
+    assert (rtg.offset, rtg.scale, rtg.target_return) == (0.0, 1000.0, 3600.0)

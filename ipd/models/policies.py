@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,9 +32,9 @@ class DTPolicy:
     """:class:`ipd.models.base.Policy` over ``num_envs`` vectorised envs, keeping the last K steps.
 
     ``value_fn`` (mode ``"value"``): raw states [B,obs] on ``device`` -> V(s) [B] in env-return
-    units, e.g. the IQL learner's value; the token for step t is ``value_fn(s_t) / scale``.
-    In mode ``"rtg"`` the token starts at ``target_return / scale`` and ``observe`` subtracts
-    ``reward / scale``.
+    units, e.g. the IQL learner's value; the token for step t is ``value_fn(s_t)``. In mode ``"rtg"``
+    the token starts at ``target_return`` and ``observe`` subtracts the rewards. The model sees
+    :meth:`ConditioningConfig.encode` of the token.
 
     ``observe(rewards, dones)`` clears the history of every env that finished, so its next
     observation starts a new episode (t=0, fresh return-to-go).
@@ -73,7 +74,7 @@ class DTPolicy:
         b = load_dt(path, device)
         cond = b.conditioning
         if target_return is not None:
-            cond = ConditioningConfig(cond.mode, cond.scale, target_return)
+            cond = dataclasses.replace(cond, target_return=target_return)
         return cls(b.model, b.state_normalizer, cond, value_fn, device, bf16)
 
     def reset(self, num_envs: int) -> None:
@@ -107,7 +108,7 @@ class DTPolicy:
             token = self.rtg
         self.states = self._push(self.states, self.state_normalizer.normalize(raw))
         self.actions = self._push(self.actions, torch.zeros_like(self.actions[:, 0]))  # a_t unknown yet
-        self.conditioning = self._push(self.conditioning, (token / self.cond.scale)[:, None])
+        self.conditioning = self._push(self.conditioning, self.cond.encode(token)[:, None])
         self.timesteps = self._push(self.timesteps, self.t)
         self.mask = self._push(self.mask, torch.ones_like(self.mask[:, 0]))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):

@@ -9,10 +9,11 @@ Conditioning modes (``ConditioningConfig.mode``):
 
 - ``"rtg"``: classic DT. The token is the undiscounted return-to-go; at test time it starts at
   ``target_return`` and the observed rewards are subtracted.
-- ``"value"``: IPD (Qin, Wang et al., AAMAS 2026). The token at step t is the learned value
-  V(s_t) (from the IQL learner), at training and at test time, so no target return is tuned.
+- ``"value"``: IPD (Qin, Wang et al., AAMAS 2026). At test time the token at step t is a learned
+  value of s_t, so no target return is tuned (what it is in training: :mod:`ipd.distill`).
 
-Every token is divided by ``ConditioningConfig.scale`` (DT uses 1000 for locomotion).
+The model sees ``(token - offset) / scale`` (:class:`ConditioningConfig`; DT uses scale 1000 for
+locomotion returns).
 
 Attention is our own pre-LN GPT-2 block on ``torch.nn.functional.scaled_dot_product_attention``
 (flash / memory-efficient kernels on CUDA). The padding mask is respected: windows are
@@ -82,14 +83,20 @@ class DTConfig:
 class ConditioningConfig:
     """What the conditioning token means; shared by the sequence sampler, the policy and checkpoints.
 
-    mode: ``"value"`` (token = V(s_t), IPD) or ``"rtg"`` (token = return-to-go, plain DT);
-    scale: tokens are divided by it (use the same value for ``SequenceSampler(conditioning_scale=)``);
+    mode: ``"value"`` (token = a value of the current state, IPD) or ``"rtg"`` (token =
+    return-to-go, plain DT); the model sees ``(token - offset) / scale`` (value tokens are
+    standardised with their training mean and std; DT divides returns by 1000 for locomotion);
     target_return: initial return-to-go at test time, env-return units (required for ``"rtg"``).
     """
 
     mode: str = "value"
     scale: float = 1000.0
     target_return: float | None = None
+    offset: float = 0.0
+
+    def encode(self, token):
+        """Env-unit tokens -> what the model sees (numpy arrays or tensors)."""
+        return (token - self.offset) / self.scale
 
     def __post_init__(self) -> None:
         if self.mode not in ("value", "rtg"):

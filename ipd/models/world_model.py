@@ -189,6 +189,7 @@ def soft_clamp_logvar(
     logvar = max_logvar - F.softplus(max_logvar - logvar)
     return min_logvar + F.softplus(logvar - min_logvar)
 
+
 # ----------------------------------------------------------------------------- model
 class EnsembleWorldModel(nn.Module):
     """E probabilistic MLPs predicting a Gaussian over normalised ``(Δs, r)`` from normalised ``(s, a)``.
@@ -400,11 +401,8 @@ class EnsembleWorldModel(nn.Module):
                 f"{path}: config has unknown keys {unknown}; written by another ipd version?"
             )
         try:
-            model = cls(
-                blob["obs_dim"], blob["act_dim"], WorldModelConfig(**blob["config"]), terminal_fn
-            )
+            model = cls(blob["obs_dim"], blob["act_dim"], WorldModelConfig(**blob["config"]), terminal_fn)
             model.load_state_dict(blob["state_dict"])
         except (RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: world-model weights do not match its config ({exc}).") from exc
         return model.to(device).eval()
-
