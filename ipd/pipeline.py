@@ -30,8 +30,9 @@ from ipd.data import (
     SequenceSampler,
     Trajectories,
     Transitions,
-    load_dataset,
+    open_dataset,
     read_hdf5,
+    resolve_task,
     write_hdf5,
 )
 from ipd.evaluation import EvalResult, evaluate_policy
@@ -139,15 +140,18 @@ def validate_config(cfg: DictConfig) -> None:
 
 def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
     validate_config(cfg)
-    task = get_task(str(cfg.task.name))
+    task = get_task(str(cfg.task.name), env_version=cfg.task.get("env_version"))
     set_seed(int(cfg.seed))
-    data = load_dataset(
+    loaded = open_dataset(
         task,
         data_dir=cfg.data.dir,
         download_missing=bool(cfg.data.download),
         url_base=cfg.data.url_base,
         minari_id=cfg.data.minari_id,
+        source=cfg.data.get("source", "auto"),
+        env_version=cfg.task.get("env_version"),
     )
+    task, data = loaded.task, loaded.transitions  # task: the env and reference scores of this data
     if data.obs_dim != task.obs_dim or data.act_dim != task.act_dim:
         raise ConfigError(
             f"Dataset for '{task.name}' has obs/act dims {data.obs_dim}/{data.act_dim}, "
@@ -426,7 +430,9 @@ def _run_dir() -> Path:
 
         return Path(HydraConfig.get().runtime.output_dir)
     except (ImportError, ValueError):
-        return Path("runs") / "notebook" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        from ipd.rundir import make_unique_dir
+
+        return make_unique_dir(Path("runs") / "notebook")
 
 
 def run_label(cfg: DictConfig) -> str:
@@ -495,6 +501,8 @@ def run_train(cfg: DictConfig) -> float:
             "normalized_score_std": result.normalized_std,
             "episodes": result.episodes,
             "run_dir": str(run_dir),
+            "env_id": result.env_id,
+            "score_reference": result.score_reference,
         }
         logger.update_summary(
             **summary,
@@ -563,7 +571,8 @@ def run_evaluate(cfg: DictConfig) -> float:
     from ipd.io import peek_format
 
     header = peek_format(cfg.checkpoint)
-    task = get_task(str(header.get("task") or cfg.task.name))
+    name = str(header.get("task") or cfg.task.name)
+    task = resolve_task(name, cfg.task.get("env_version"), cfg.data.get("minari_id"), bool(cfg.data.download))
     device = resolve_device(cfg.device)
     policy = load_policy(cfg.checkpoint, device)
     episodes = int(cfg.episodes or cfg.eval.episodes)

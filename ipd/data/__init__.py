@@ -1,8 +1,17 @@
-"""Data layer: D4RL-layout loading and writing, transitions/trajectories, DT sequence sampling."""
+"""Data layer: D4RL-layout and Minari loading, hdf5 writing, transitions/trajectories, DT sampling."""
 
-from ipd.data.hdf5 import read_hdf5, write_hdf5
+from ipd.data.hdf5 import DatasetWarning, read_hdf5, write_hdf5
 from ipd.data.sequence import SequenceBatch, SequenceSampler
-from ipd.data.sources import default_data_dir, download, find_dataset, load_dataset
+from ipd.data.sources import (
+    LoadedDataset,
+    default_data_dir,
+    download,
+    find_dataset,
+    load_dataset,
+    load_minari,
+    open_dataset,
+    resolve_task,
+)
 from ipd.data.transitions import (
     DatasetError,
     Normalizer,
@@ -14,6 +23,8 @@ from ipd.data.transitions import (
 
 __all__ = [
     "DatasetError",
+    "DatasetWarning",
+    "LoadedDataset",
     "Normalizer",
     "SequenceBatch",
     "SequenceSampler",
@@ -24,7 +35,10 @@ __all__ = [
     "episode_bounds",
     "find_dataset",
     "load_dataset",
+    "load_minari",
+    "open_dataset",
     "read_hdf5",
+    "resolve_task",
     "returns_to_go",
     "write_hdf5",
 ]
