@@ -296,6 +296,38 @@ def test_without_timeouts_rows_out_of_episode_order_fail(tmp_path):
         read_hdf5(_write_raw(tmp_path / "shuffled.hdf5", **core))
 
 
+def test_minari_episodes_flatten_and_unfinished_ones_end_at_their_last_step():
+    """Minari layout (T+1 observations per episode) -> Transitions, without the minari package;
+    an episode whose last step has neither flag (collection stopped) still ends there."""
+    from ipd.data.minari_source import minari_transitions
+
+    class Ep:
+        def __init__(self, n, terminated, seed):
+            rng = np.random.default_rng(seed)
+            self.observations = rng.normal(size=(n + 1, 4))
+            self.actions = rng.normal(size=(n, 2))
+            self.rewards = np.ones(n)
+            self.terminations = np.arange(n) == n - 1 if terminated else np.zeros(n, bool)
+            self.truncations = np.zeros(n, bool)
+
+    class Spec:
+        dataset_id = "fake/ds-v0"
+
+    class Fake:
+        spec = Spec()
+
+        def iterate_episodes(self):
+            return iter([Ep(3, False, 0), Ep(4, True, 1), Ep(2, False, 2)])
+
+    t = minari_transitions(Fake())
+    eps = list(Fake().iterate_episodes())
+    np.testing.assert_array_equal(t.observations[:3], eps[0].observations[:-1].astype(np.float32))
+    np.testing.assert_array_equal(t.next_observations[:3], eps[0].observations[1:].astype(np.float32))
+    np.testing.assert_array_equal(np.flatnonzero(t.timeouts), [2, 8])
+    np.testing.assert_array_equal(np.flatnonzero(t.terminals), [6])
+    np.testing.assert_array_equal(np.flatnonzero(t.episode_ends), [2, 6, 8])
+
+
 # ----------------------------------------------------------------------------- bad inputs
 def _write_raw(path, **arrays):
     with h5py.File(path, "w") as f:

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from ipd.data import DatasetError, open_dataset, resolve_task
-from ipd.data.minari_source import minari_transitions
 
 minari = pytest.importorskip("minari")
 pytest.importorskip(
@@ -142,33 +141,6 @@ def test_minari_dataset_of_another_env_or_version_fails(store):
     with pytest.raises(DatasetError, match="task.env_version=v4 conflicts"):
         open_dataset("hopper-medium", minari_id=HOPPER_ID, download_missing=False, env_version="v4")
     assert open_dataset("hopper-medium", minari_id=HOPPER_ID, env_version="v5").task.gym_id == "Hopper-v5"
-
-
-def test_unfinished_episodes_end_at_their_last_step():
-    """An episode whose last step has neither flag (collection stopped) still ends there."""
-
-    class Ep:
-        def __init__(self, n, terminated, seed):
-            rng = np.random.default_rng(seed)
-            self.observations = rng.normal(size=(n + 1, 4))
-            self.actions = rng.normal(size=(n, 2))
-            self.rewards = np.ones(n)
-            self.terminations = np.arange(n) == n - 1 if terminated else np.zeros(n, bool)
-            self.truncations = np.zeros(n, bool)
-
-    class Spec:
-        dataset_id = "fake/ds-v0"
-
-    class Fake:
-        spec = Spec()
-
-        def iterate_episodes(self):
-            return iter([Ep(3, False, 0), Ep(4, True, 1), Ep(2, False, 2)])
-
-    t = minari_transitions(Fake())
-    np.testing.assert_array_equal(np.flatnonzero(t.timeouts), [2, 8])
-    np.testing.assert_array_equal(np.flatnonzero(t.terminals), [6])
-    np.testing.assert_array_equal(np.flatnonzero(t.episode_ends), [2, 6, 8])
 
 
 @pytest.mark.slow
