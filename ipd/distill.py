@@ -126,6 +126,7 @@ class DistillResult:
     metrics: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)  # bundled value network, if any
     value_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)  # logged training metrics
 
     def policy(self, device: str | torch.device = "cpu") -> DTPolicy:
         return DTPolicy(self.model, self.state_normalizer, self.conditioning, self.value_fn, device)
@@ -341,4 +342,5 @@ def distill_policy(
     metrics = trainer.train(progress=progress, eval_fn=periodic)
     extra = {"value_model": value_state} if value_state is not None else {}
     summary = {**info, **{k: v for k, v in metrics.items() if k != "history"}}
-    return DistillResult(trainer.policy_model, norm, conditioning, summary, extra, value_fn)
+    history = metrics.get("history", [])
+    return DistillResult(trainer.policy_model, norm, conditioning, summary, extra, value_fn, history)

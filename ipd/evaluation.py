@@ -1,9 +1,11 @@
 """Vectorised policy evaluation in gymnasium MuJoCo envs, with D4RL-normalised scores.
 
 :func:`evaluate_policy` runs exactly ``episodes`` episodes of a task's evaluation env
-(``Hopper-v4`` ...) over ``num_envs`` envs stepped together by a gymnasium vector env, and
-returns per-episode returns, lengths and D4RL-normalised scores
-(``100 * (return - random) / (expert - random)``, docs/design.md §3).
+(``Hopper-v4`` by default; ``Hopper-v5`` with ``task.env_version=v5`` or for a Minari dataset
+that records it, see :mod:`ipd.tasks`) over ``num_envs`` envs stepped together by a gymnasium
+vector env, and returns per-episode returns, lengths and normalised scores
+(``100 * (return - random) / (expert - random)``, docs/design.md §3) with D4RL's reference returns,
+or a Minari dataset's own (``EvalResult.score_reference`` says which).
 
 Scheme: episodes run in *rounds*. Round ``r`` resets every env, env ``i`` with seed
 ``seed + r * num_envs + i`` (so episode ``e`` always starts from ``seed + e`` whatever
@@ -20,8 +22,8 @@ the start. The wasted physics steps of finished envs are the price of lock-step 
 
 Deviation/assumption: actions are clipped to the action space (``clip_actions=True``)
 before stepping; the MuJoCo actuators clip anyway, but the control cost would otherwise
-be computed on the unclipped action. D4RL scores are reported on gymnasium ``*-v4`` envs,
-which share the D4RL v2 MuJoCo models (docs/design.md §3).
+be computed on the unclipped action. D4RL scores are reported on gymnasium ``*-v4`` envs by
+default, which share the D4RL v2 MuJoCo models (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class EvalResult:
     normalized_scores: np.ndarray  # [episodes] D4RL-normalised (0 = random, 100 = expert)
     seed: int
     wall_time_s: float
+    env_id: str = ""  # the gymnasium env evaluated in, e.g. Hopper-v4
+    score_reference: str = "d4rl"  # whose reference returns normalised the scores: d4rl | minari
 
     @property
     def episodes(self) -> int:
@@ -79,6 +83,8 @@ class EvalResult:
         """JSON-friendly summary (plain floats, ints and lists)."""
         return {
             "task": self.task,
+            "env_id": self.env_id,
+            "score_reference": self.score_reference,
             "episodes": self.episodes,
             "seed": self.seed,
             "normalized_mean": self.normalized_mean,
@@ -94,10 +100,10 @@ class EvalResult:
 
 
 def make_eval_env(task: TaskSpec, max_episode_steps: int = 1000) -> gym.Env:
-    """The task's evaluation env with a ``max_episode_steps`` time limit."""
+    """The task's evaluation env (``task.gym_id`` with ``task.env_kwargs``) with a time limit."""
     with warnings.catch_warnings():  # "Hopper-v4 is out of date": v4 is the D4RL-compatible version
         warnings.simplefilter("ignore", DeprecationWarning)
-        return gym.make(task.gym_id, max_episode_steps=max_episode_steps)
+        return gym.make(task.gym_id, max_episode_steps=max_episode_steps, **dict(task.env_kwargs))
 
 
 QVEL_CLIP = 10.0  # Hopper/Walker2d observations clip qvel to [-10, 10]; HalfCheetah does not clip
@@ -202,6 +208,8 @@ def evaluate_policy(
         normalized_scores=np.asarray(task.normalize_score(returns), np.float64),
         seed=seed,
         wall_time_s=time.perf_counter() - t0,
+        env_id=task.gym_id,
+        score_reference=task.score_reference,
     )
 
 

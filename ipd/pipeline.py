@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from ipd.artifacts import Artifact, ArtifactStore, dataset_fingerprint
 from ipd.config import ConfigError, load_config, section, to_plain, validate_config  # noqa: F401 (API)
-from ipd.data import DatasetError, Normalizer, Transitions, load_dataset, read_hdf5, write_hdf5
+from ipd.data import DatasetError, Normalizer, Transitions, open_dataset, read_hdf5, resolve_task, write_hdf5
 from ipd.distill import distill_policy
 from ipd.evaluation import EvalResult, evaluate_policy
 from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
@@ -69,15 +69,18 @@ class Context:
 
 def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
     validate_config(cfg)
-    task = get_task(str(cfg.task.name))
+    task = get_task(str(cfg.task.name), env_version=cfg.task.get("env_version"))
     set_seed(int(cfg.seed))
-    data = load_dataset(
+    loaded = open_dataset(
         task,
         data_dir=cfg.data.dir,
         download_missing=bool(cfg.data.download),
         url_base=cfg.data.url_base,
         minari_id=cfg.data.minari_id,
+        source=cfg.data.get("source", "auto"),
+        env_version=cfg.task.get("env_version"),
     )
+    task, data = loaded.task, loaded.transitions  # task: the env and reference scores of this data
     if data.obs_dim != task.obs_dim or data.act_dim != task.act_dim:
         raise ConfigError(
             f"Dataset for '{task.name}' has obs/act dims {data.obs_dim}/{data.act_dim}, "
@@ -272,7 +275,9 @@ def _run_dir() -> Path:
 
         return Path(HydraConfig.get().runtime.output_dir)
     except (ImportError, ValueError):
-        return Path("runs") / "notebook" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        from ipd.rundir import make_unique_dir
+
+        return make_unique_dir(Path("runs") / "notebook")
 
 
 def run_label(cfg: DictConfig) -> str:
@@ -341,6 +346,8 @@ def run_train(cfg: DictConfig) -> float:
             "normalized_score_std": result.normalized_std,
             "episodes": result.episodes,
             "run_dir": str(run_dir),
+            "env_id": result.env_id,
+            "score_reference": result.score_reference,
         }
         logger.update_summary(
             **summary,
@@ -381,7 +388,8 @@ def run_evaluate(cfg: DictConfig) -> float:
     if not cfg.checkpoint:
         raise ConfigError("scripts/evaluate.py needs checkpoint=path/to/policy.pt")
     loaded = load_policy(cfg.checkpoint, resolve_device(cfg.device))
-    task = get_task(str(loaded.task or cfg.task.name))
+    name = str(loaded.task or cfg.task.name)
+    task = resolve_task(name, cfg.task.get("env_version"), cfg.data.get("minari_id"), bool(cfg.data.download))
     result = evaluate_on_task(loaded.policy, task, cfg, int(cfg.seed), cfg.episodes)
     print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}))
     return result.normalized_mean

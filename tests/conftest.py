@@ -41,6 +41,14 @@ def rollout_transitions(gym_id: str, n_steps: int, max_episode_steps: int = 60, 
     return Transitions(obs_buf, act_buf, rew, next_buf, term, tout)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_minari_store(tmp_path_factory):
+    """Tests never see (or write) the user's Minari datasets: an empty store per session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(tmp_path_factory.mktemp("minari-store")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def hopper_transitions() -> Transitions:
     return rollout_transitions("Hopper-v4", 3000, max_episode_steps=60, seed=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -178,6 +180,29 @@ def test_missing_dataset_says_where_it_looked_and_how_to_provide_it(tmp_path, is
     assert str(tmp_path / "d4rl-dir-unset" / "walker2d_medium_replay-v2.hdf5") in msg
     assert "Provide it" in msg and "build.py" in msg and "data.dir" in msg
     assert "walker2d_medium_replay-v2.hdf5" in msg  # the download URL
+    # The D4RL and Minari ways come first; the local builder only "if you have" it.
+    d4rl, minari, builder = msg.index("D4RL download"), msg.index("Minari:"), msg.index("build.py")
+    assert d4rl < minari < builder and "if you have the benchmark builder" in msg
+    assert "../shared" not in msg and "pip install 'ipd[minari]'" in msg
+    # A level Minari has gets its Minari id named.
+    with pytest.raises(DatasetError, match="data.minari_id=mujoco/walker2d/medium-v0"):
+        load_dataset("walker2d-medium", data_dir=tmp_path / "nowhere", download_missing=False, source="d4rl")
+
+
+def test_open_dataset_sets_up_the_task_and_checks_the_source(data_dir, isolated_env):
+    from ipd.data import open_dataset
+
+    loaded = open_dataset("hopper-medium", data_dir=data_dir, download_missing=False)
+    assert loaded.task.gym_id == "Hopper-v4" and loaded.task.score_reference == "d4rl"
+    assert loaded.source == str(data_dir / "hopper-medium.hdf5") and len(loaded.transitions) == 3000
+    v5 = open_dataset("hopper-medium", data_dir=data_dir, download_missing=False, env_version="v5")
+    assert v5.task.gym_id == "Hopper-v5" and v5.task.score_reference == "d4rl"
+    with pytest.raises(DatasetError, match="data.source must be one of auto|d4rl|minari"):
+        open_dataset("hopper-medium", data_dir=data_dir, source="hf")
+    with pytest.raises(DatasetError, match="contradict"):
+        open_dataset("hopper-medium", data_dir=data_dir, source="d4rl", minari_id="mujoco/hopper/medium-v0")
+    with pytest.raises(DatasetError, match="Minari has no dataset for level 'random'"):
+        open_dataset("hopper-random", data_dir=data_dir, source="minari")
 
 
 def test_extras_and_attrs_round_trip(tmp_path):
@@ -200,18 +225,107 @@ def test_extras_and_attrs_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aug.hdf5"]  # no temp file left
 
 
+def _chained_episodes(lengths, terminal_last, obs_dim=3, seed=0):
+    """Episodes stored like a real rollout: within an episode next_observations[i] == observations[i+1];
+    each episode starts from a fresh state. ``terminal_last[e]``: episode e ends with a terminal."""
+    rng = np.random.default_rng(seed)
+    obs, nxt, term = [], [], []
+    for n, terminal in zip(lengths, terminal_last, strict=True):
+        states = rng.normal(size=(n + 1, obs_dim)).astype(np.float32)
+        obs.append(states[:-1])
+        nxt.append(states[1:])
+        term.append(np.arange(n) == n - 1 if terminal else np.zeros(n, bool))
+    obs, nxt, term = np.concatenate(obs), np.concatenate(nxt), np.concatenate(term)
+    n = len(obs)
+    return {
+        "observations": obs,
+        "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "rewards": np.ones(n, np.float32),
+        "next_observations": nxt,
+        "terminals": term,
+    }
+
+
 def test_d4rl_layout_with_infos_and_without_timeouts(tmp_path):
-    t = make_transitions([5, 5], ["terminal", "none"])
+    """No `timeouts`: episode ends are inferred where next_observations[i] != observations[i+1],
+    with a warning, so returns-to-go stop at every episode end, not only at terminals."""
+    from ipd.data import DatasetWarning
+
+    lengths, terminal_last = [4, 6, 3, 5], [False, True, False, False]
+    core = _chained_episodes(lengths, terminal_last)
     path = tmp_path / "d4rl.hdf5"
     with h5py.File(path, "w") as f:
-        for key in ("observations", "actions", "rewards", "next_observations", "terminals"):
-            f[key] = getattr(t, key)
-        f["infos/qpos"] = np.zeros((10, 6))
+        for key, value in core.items():
+            f[key] = value
+        f["infos/qpos"] = np.zeros((18, 6))
         f["metadata/algorithm"] = "SAC"
-    back = read_hdf5(path)
-    np.testing.assert_array_equal(back.timeouts, np.zeros(10, bool))
-    np.testing.assert_array_equal(back.terminals, t.terminals)
+    with pytest.warns(DatasetWarning, match=r"no 'timeouts': inferred 2 episode end\(s\).*1 terminal"):
+        back = read_hdf5(path)
+    ends = np.cumsum(lengths) - 1  # [3, 9, 12, 17]
+    np.testing.assert_array_equal(
+        np.flatnonzero(back.timeouts), [3, 12]
+    )  # cut, not terminal; not the last row
+    np.testing.assert_array_equal(np.flatnonzero(back.terminals), [9])
+    np.testing.assert_array_equal(np.flatnonzero(back.episode_ends), ends)
     assert back.extras == {}
+    traj = Trajectories.from_transitions(back)
+    np.testing.assert_array_equal(traj.lengths, lengths)
+    np.testing.assert_array_equal(traj.episode_returns, lengths)  # reward 1 per step, never across an end
+    # With `timeouts` present nothing is inferred and nothing is said.
+    with h5py.File(path, "a") as f:
+        f["timeouts"] = np.zeros(18, bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not read_hdf5(path).timeouts.any()
+
+
+def test_without_timeouts_and_next_observations_the_file_fails(tmp_path):
+    core = _chained_episodes([4, 6], [False, True])
+    del core["next_observations"]
+    with pytest.raises(
+        DatasetError, match=r"no 'next_observations' or 'timeouts'.*episode ends cannot be told"
+    ):
+        read_hdf5(_write_raw(tmp_path / "bare.hdf5", **core))
+
+
+def test_without_timeouts_rows_out_of_episode_order_fail(tmp_path):
+    core = _chained_episodes([40], [False])
+    order = np.random.default_rng(0).permutation(40)
+    core = {k: v[order] for k, v in core.items()}  # shuffled rows: next state never follows
+    with pytest.raises(DatasetError, match="cannot be inferred.*not stored in episode order"):
+        read_hdf5(_write_raw(tmp_path / "shuffled.hdf5", **core))
+
+
+def test_minari_episodes_flatten_and_unfinished_ones_end_at_their_last_step():
+    """Minari layout (T+1 observations per episode) -> Transitions, without the minari package;
+    an episode whose last step has neither flag (collection stopped) still ends there."""
+    from ipd.data.minari_source import minari_transitions
+
+    class Ep:
+        def __init__(self, n, terminated, seed):
+            rng = np.random.default_rng(seed)
+            self.observations = rng.normal(size=(n + 1, 4))
+            self.actions = rng.normal(size=(n, 2))
+            self.rewards = np.ones(n)
+            self.terminations = np.arange(n) == n - 1 if terminated else np.zeros(n, bool)
+            self.truncations = np.zeros(n, bool)
+
+    class Spec:
+        dataset_id = "fake/ds-v0"
+
+    class Fake:
+        spec = Spec()
+
+        def iterate_episodes(self):
+            return iter([Ep(3, False, 0), Ep(4, True, 1), Ep(2, False, 2)])
+
+    t = minari_transitions(Fake())
+    eps = list(Fake().iterate_episodes())
+    np.testing.assert_array_equal(t.observations[:3], eps[0].observations[:-1].astype(np.float32))
+    np.testing.assert_array_equal(t.next_observations[:3], eps[0].observations[1:].astype(np.float32))
+    np.testing.assert_array_equal(np.flatnonzero(t.timeouts), [2, 8])
+    np.testing.assert_array_equal(np.flatnonzero(t.terminals), [6])
+    np.testing.assert_array_equal(np.flatnonzero(t.episode_ends), [2, 6, 8])
 
 
 # ----------------------------------------------------------------------------- bad inputs

@@ -1,4 +1,4 @@
-"""Task registry: contents, dims vs the real envs, D4RL names, scores, termination rules."""
+"""Task registry: contents, dims vs the real envs (v4 and v5), D4RL names, scores, termination rules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ipd.tasks import LEVELS, TASKS, UnknownTaskError, get_task
+from ipd.tasks import ENV_VERSIONS, LEVELS, TASKS, UnknownTaskError, get_task
+
+VERSIONS = pytest.mark.parametrize("version", ENV_VERSIONS)
 
 
 def _make(gym_id: str) -> gym.Env:
@@ -31,9 +33,11 @@ def test_registry_holds_three_envs_times_five_levels():
         assert task.name == name and name == f"{task.env.name}-{task.level}"
 
 
+@VERSIONS
 @pytest.mark.parametrize("env", ["hopper", "halfcheetah", "walker2d"])
-def test_dims_match_the_real_gymnasium_env(env):
-    task = get_task(f"{env}-medium")
+def test_dims_match_the_real_gymnasium_env(env, version):
+    task = get_task(f"{env}-medium", env_version=version)
+    assert task.gym_id.endswith(f"-{version}")
     e = _make(task.gym_id)
     try:
         assert e.observation_space.shape == (task.obs_dim,)
@@ -132,9 +136,10 @@ def _rollout_terminations(gym_id: str, n_steps: int, seed: int) -> tuple[np.ndar
     return np.asarray(next_obs), np.asarray(terminated)
 
 
+@VERSIONS
 @pytest.mark.parametrize("env", ["hopper", "walker2d", "halfcheetah"])
-def test_termination_matches_real_env_on_rollouts(env):
-    task = get_task(f"{env}-medium")
+def test_termination_matches_real_env_on_rollouts(env, version):
+    task = get_task(f"{env}-medium", env_version=version)
     next_obs, terminated = _rollout_terminations(task.gym_id, 2500, seed=1)
     pred = task.is_terminal_np(next_obs)
     np.testing.assert_array_equal(pred, terminated)
@@ -147,12 +152,13 @@ def test_termination_matches_real_env_on_rollouts(env):
         np.testing.assert_array_equal(task.is_terminal_np(next_obs.astype(np.float32)), terminated)
 
 
+@VERSIONS
 @pytest.mark.parametrize(
     "env,z_range,angle_range", [("hopper", (0.5, 1.0), (-0.4, 0.4)), ("walker2d", (0.6, 2.3), (-1.3, 1.3))]
 )
-def test_termination_matches_real_env_around_every_threshold(env, z_range, angle_range):
+def test_termination_matches_real_env_around_every_threshold(env, z_range, angle_range, version):
     """Random rollouts mostly end by the angle rule; place the robot on both sides of each threshold."""
-    task = get_task(f"{env}-medium")
+    task = get_task(f"{env}-medium", env_version=version)
     e = _make(task.gym_id)
     rng = np.random.default_rng(0)
     e.reset(seed=0)
@@ -179,3 +185,64 @@ def test_termination_matches_real_env_around_every_threshold(env, z_range, angle
     if env == "walker2d":
         high = (z_after > 2.0) & ok_angle
         assert high.sum() > 5 and actual[high].all()
+
+
+@VERSIONS
+def test_termination_matches_real_env_under_extreme_actions(version):
+    """Bang-bang actions (every actuator at ±1) throw the robots around harder than uniform noise."""
+    for env in ("hopper", "walker2d"):
+        task = get_task(f"{env}-medium", env_version=version)
+        e = _make(task.gym_id)
+        rng = np.random.default_rng(3)
+        e.reset(seed=3)
+        next_obs, terminated = [], []
+        for _ in range(1500):
+            nxt, _, te, tr, _ = e.step(rng.choice([-1.0, 1.0], size=task.act_dim).astype(np.float32))
+            next_obs.append(nxt)
+            terminated.append(te)
+            if te or tr:
+                e.reset()
+        e.close()
+        terminated = np.asarray(terminated)
+        np.testing.assert_array_equal(task.is_terminal_np(np.asarray(next_obs)), terminated)
+        assert terminated.sum() >= 20
+
+
+def test_env_versions_and_dataset_envs():
+    v4, v5 = get_task("hopper-medium"), get_task("hopper-medium", env_version="v5")
+    assert v4.gym_id == "Hopper-v4" and v5.gym_id == "Hopper-v5" and v4.env_version == "v4"
+    assert get_task("walker2d-expert", env_version="V5").gym_id == "Walker2d-v5"
+    assert get_task("halfcheetah-random", env_version="5").gym_id == "HalfCheetah-v5"
+    assert v5.name == v4.name and v5.d4rl_file == v4.d4rl_file  # same data, another evaluation env
+    with pytest.raises(UnknownTaskError, match="Unknown env version 'v3'.*v4, v5"):
+        get_task("hopper-medium", env_version="v3")
+    # A dataset's recorded env: its version is taken, another env or version fails.
+    assert v4.with_env("Hopper-v5").gym_id == "Hopper-v5"
+    assert v4.with_env("Hopper-v5", {"ctrl_cost_weight": 0.01}).env_kwargs == (("ctrl_cost_weight", 0.01),)
+    with pytest.raises(ValueError, match="another task"):
+        v4.with_env("Walker2d-v5")
+    with pytest.raises(ValueError, match="not supported"):
+        v4.with_env("Hopper-v3")
+    with pytest.raises(ValueError, match="termination rule"):
+        v4.with_env("Hopper-v5", {"healthy_z_range": (0.5, 2.0)})
+    with pytest.raises(ValueError, match="termination rule"):
+        v4.with_env("Hopper-v5", {"exclude_current_positions_from_observation": False})
+
+
+def test_reference_scores_default_to_d4rl_and_can_come_from_the_dataset():
+    task = get_task("hopper-medium")
+    assert task.score_reference == "d4rl" and task.reference_scores == (-20.272305, 3234.3)
+    own = task.with_reference_scores(-10.0, 990.0, source="minari")
+    assert own.score_reference == "minari" and own.reference_scores == (-10.0, 990.0)
+    assert own.normalize_score(490.0) == pytest.approx(50.0)
+    assert task.normalize_score(3234.3) == pytest.approx(100.0)  # the registry entry is untouched
+    with pytest.raises(ValueError, match="expert > random"):
+        task.with_reference_scores(5.0, 5.0, source="minari")
+
+
+def test_minari_ids_of_the_tasks():
+    assert get_task("hopper-medium").minari_id == "mujoco/hopper/medium-v0"
+    assert get_task("walker2d-expert").minari_id == "mujoco/walker2d/expert-v0"
+    assert get_task("halfcheetah-medium").minari_id == "mujoco/halfcheetah/medium-v0"
+    for level in ("random", "medium-replay", "medium-expert"):
+        assert get_task(f"hopper-{level}").minari_id is None

@@ -1,10 +1,19 @@
-"""Data layer: D4RL-layout loading and writing, transitions/trajectories, return-based episode
-filtering, DT sequence sampling."""
+"""Data layer: D4RL-layout and Minari loading, hdf5 writing, transitions/trajectories, return-based
+episode filtering, DT sequence sampling."""
 
 from ipd.data.filtering import top_episode_rows, top_episodes
-from ipd.data.hdf5 import read_hdf5, write_hdf5
+from ipd.data.hdf5 import DatasetWarning, read_hdf5, write_hdf5
 from ipd.data.sequence import SequenceBatch, SequenceSampler
-from ipd.data.sources import default_data_dir, download, find_dataset, load_dataset
+from ipd.data.sources import (
+    LoadedDataset,
+    default_data_dir,
+    download,
+    find_dataset,
+    load_dataset,
+    load_minari,
+    open_dataset,
+    resolve_task,
+)
 from ipd.data.transitions import (
     DatasetError,
     Normalizer,
@@ -16,6 +25,8 @@ from ipd.data.transitions import (
 
 __all__ = [
     "DatasetError",
+    "DatasetWarning",
+    "LoadedDataset",
     "Normalizer",
     "SequenceBatch",
     "SequenceSampler",
@@ -26,7 +37,10 @@ __all__ = [
     "episode_bounds",
     "find_dataset",
     "load_dataset",
+    "load_minari",
+    "open_dataset",
     "read_hdf5",
+    "resolve_task",
     "returns_to_go",
     "top_episode_rows",
     "top_episodes",

@@ -5,11 +5,19 @@ A D4RL file holds top-level datasets ``observations``, ``actions``, ``rewards``,
 ``metadata/*`` groups, which we ignore). Our writer uses the same layout, and stores
 any extra per-row fields (``imagined``, ``source_episode`` ...) as further top-level
 datasets so that augmented datasets stay readable by D4RL-format tools.
+
+A file without ``timeouts`` (older D4RL-style files) would otherwise split episodes only at
+terminals, running time-limited episodes into the next one and corrupting their returns-to-go.
+:func:`read_hdf5` therefore infers episode ends from ``next_observations``: row ``i`` ends an
+episode where ``next_observations[i] != observations[i + 1]`` (the next row starts elsewhere);
+those rows that are not terminals become timeouts, and a :class:`DatasetWarning` says so.
+Without ``next_observations`` the episode ends cannot be recovered and reading fails.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import h5py
@@ -19,6 +27,25 @@ from ipd.data.transitions import CORE_KEYS, DatasetError, Transitions
 from ipd.io import atomic_write
 
 OPTIONAL_KEYS = ("next_observations", "timeouts")
+
+
+class DatasetWarning(UserWarning):
+    """The dataset loaded, but something about it was inferred or repaired."""
+
+
+def infer_timeouts(
+    observations: np.ndarray, next_observations: np.ndarray, terminals: np.ndarray
+) -> np.ndarray:
+    """Bool [N]: rows that end an episode without a terminal, i.e. where the next row does not
+    continue from this row's next state (``next_observations[i] != observations[i + 1]``).
+
+    The last row is not flagged: it ends its episode anyway (DESIGN.md §3).
+    """
+    n = len(observations)
+    ends = np.zeros(n, bool)
+    if n > 1:
+        ends[:-1] = np.any(next_observations[:-1] != observations[1:], axis=-1)
+    return ends & ~np.asarray(terminals, bool).reshape(-1)
 
 
 def write_hdf5(
@@ -73,13 +100,39 @@ def read_hdf5(path: str | os.PathLike, extras: bool = True) -> Transitions:
                 "Delete it and download or rebuild it."
             ) from exc
     if "next_observations" not in data:
+        lacks = "'next_observations' or 'timeouts'" if "timeouts" not in data else "'next_observations'"
         raise DatasetError(
-            f"Dataset file {path} has no 'next_observations'. ipd needs true next states (D4RL v2 files "
-            "have them); using observations[i+1] would be wrong across episode ends."
+            f"Dataset file {path} has no {lacks}. ipd needs true next states (D4RL v2 files "
+            "have them); using observations[i+1] would be wrong across episode ends"
+            + (", and without either the episode ends cannot be told." if "timeouts" not in data else ".")
         )
-    if "timeouts" not in data:
+    infer = "timeouts" not in data
+    if infer:
         data["timeouts"] = np.zeros(len(data["observations"]), bool)
     try:
-        return Transitions(**data, extras=extra)
+        t = Transitions(**data, extras=extra)
     except DatasetError as exc:
         raise DatasetError(f"{path}: {exc}") from exc
+    if infer:  # on validated arrays: equal lengths, finite values
+        t.timeouts = _inferred_timeouts(path, t)
+    return t
+
+
+def _inferred_timeouts(path: Path, t: Transitions) -> np.ndarray:
+    timeouts = infer_timeouts(t.observations, t.next_observations, t.terminals)
+    n, n_term, n_cut = len(t), int(t.terminals.sum()), int(timeouts.sum())
+    if n >= 10 and n_cut + n_term > n // 2:
+        raise DatasetError(
+            f"Dataset file {path} has no 'timeouts', and its episode ends cannot be inferred: "
+            f"next_observations[i] != observations[i+1] in {n_cut} of {n} rows, so the rows are not "
+            "stored in episode order. Add a 'timeouts' array (True where an episode is cut without a "
+            "terminal)."
+        )
+    warnings.warn(
+        f"Dataset file {path} has no 'timeouts': inferred {n_cut} episode end(s) without a terminal "
+        f"where next_observations[i] != observations[i+1] (besides {n_term} terminal(s)). "
+        "Add a 'timeouts' array to the file to silence this.",
+        DatasetWarning,
+        stacklevel=3,
+    )
+    return timeouts

@@ -1,13 +1,23 @@
 """Where datasets come from: local D4RL-layout files, the D4RL download, or Minari.
 
-Lookup order for task ``hopper-medium`` (see :func:`find_dataset`):
+:func:`open_dataset` returns the transitions *and* the task set up for them (the env to
+evaluate in and the reference scores, see :mod:`ipd.tasks`). The way depends on ``source``:
 
-1. ``<data_dir>/hopper-medium.hdf5`` where ``data_dir`` is the argument, else
-   ``$IPD_DATA_DIR``, else ``~/.cache/ipd-datasets`` (where ``build.py`` writes);
-2. ``<d4rl_dir>/hopper_medium-v2.hdf5`` where ``d4rl_dir`` is ``$D4RL_DATASET_DIR``,
-   else ``~/.d4rl/datasets`` (D4RL's own cache);
-3. a download of the D4RL v2 file into ``data_dir`` (``download=True``);
-4. Minari, if the optional ``minari`` package is installed and ``minari_id`` is given.
+- ``minari_id`` given (``data.minari_id=mujoco/hopper/medium-v0``), or ``source="minari"``
+  (then the task's own Minari dataset, :attr:`ipd.tasks.TaskSpec.minari_id`): a Minari dataset
+  through the optional ``minari`` package (:mod:`ipd.data.minari_source`). Evaluation then
+  uses the env the dataset records (``Hopper-v5`` ...), and its reference scores when it has them.
+- otherwise (``source="auto"`` or ``"d4rl"``), for task ``hopper-medium``:
+
+  1. ``<data_dir>/hopper-medium.hdf5`` where ``data_dir`` is the argument, else
+     ``$IPD_DATA_DIR``, else ``~/.cache/ipd-datasets``;
+  2. ``<d4rl_dir>/hopper_medium-v2.hdf5`` where ``d4rl_dir`` is ``$D4RL_DATASET_DIR``,
+     else ``~/.d4rl/datasets`` (D4RL's own cache);
+  3. a download of the D4RL v2 file into ``data_dir`` (``download_missing=True``);
+  4. only with ``source="auto"`` and ``minari`` installed: the task's Minari dataset, if Minari
+     has one (from the local Minari store, or downloaded when ``download_missing``).
+
+  D4RL files are evaluated in the ``*-v4`` envs unless ``env_version="v5"``.
 
 We never import the ``d4rl`` package: it pins gym<0.25 and mujoco-py, which need MuJoCo
 2.1 binaries from outside the package registries. The hdf5 format is read directly.
@@ -16,18 +26,32 @@ We never import the ``d4rl`` package: it pins gym<0.25 and mujoco-py, which need
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ipd.data import minari_source
 from ipd.data.hdf5 import read_hdf5
 from ipd.data.transitions import DatasetError, Transitions
 from ipd.io import atomic_write
 from ipd.tasks import D4RL_URL_BASE, TaskSpec, get_task
+
+SOURCES = ("auto", "d4rl", "minari")
+
+
+@dataclass
+class LoadedDataset:
+    """A dataset, the task set up for it (env and reference scores), and where it came from."""
+
+    transitions: Transitions
+    task: TaskSpec
+    source: str  # the file read, or "minari:<dataset id>"
 
 
 def default_data_dir() -> Path:
@@ -108,18 +132,40 @@ def find_dataset(task: TaskSpec, data_dir: str | os.PathLike | None = None) -> P
     return next((p for p in candidate_paths(task, data_dir) if p.is_file()), None)
 
 
-def load_dataset(
+def open_dataset(
     task: str | TaskSpec,
     data_dir: str | os.PathLike | None = None,
     download_missing: bool = True,
     url_base: str = D4RL_URL_BASE,
     minari_id: str | None = None,
-) -> Transitions:
-    """Load a task's dataset from the first source that has it (see module docstring)."""
+    source: str = "auto",
+    env_version: str | None = None,
+) -> LoadedDataset:
+    """Load a task's dataset (see the module docstring for the order) and set the task up for it.
+
+    ``env_version`` (``v4`` | ``v5``; ``None``: v4 for D4RL files, the recorded env for Minari)
+    picks the evaluation env. For a Minari dataset it must agree with the env the dataset records.
+    """
     task = get_task(task) if isinstance(task, str) else task
+    source = str(source or "auto").strip().lower()
+    if source not in SOURCES:
+        raise DatasetError(f"data.source must be one of {'|'.join(SOURCES)}, got '{source}'.")
+    if minari_id and source == "d4rl":
+        raise DatasetError(f"data.minari_id={minari_id} and data.source=d4rl contradict each other.")
+    if source == "minari" and not minari_id:
+        minari_id = task.minari_id
+        if not minari_id:
+            raise DatasetError(
+                f"data.source=minari, but Minari has no dataset for level '{task.level}' (it has "
+                "medium and expert for hopper, halfcheetah and walker2d): set data.minari_id=<id>."
+            )
+    if minari_id:
+        return _open_minari(task, minari_id, download_missing, env_version)
+    if env_version:
+        task = task.with_version(env_version)
     path = find_dataset(task, data_dir)
     if path is not None:
-        return read_hdf5(path)
+        return LoadedDataset(read_hdf5(path), task, str(path))
     looked = candidate_paths(task, data_dir)
     errors: list[str] = []
     if download_missing and url_base:
@@ -135,42 +181,77 @@ def load_dataset(
 
         try:
             download(url, looked[0], check=_check)
-            return loaded[0]
+            return LoadedDataset(loaded[0], task, str(looked[0]))
         except DatasetError as exc:
             errors.append(str(exc))
-    if minari_id:
+    if source == "auto" and task.minari_id and importlib.util.find_spec("minari") is not None:
         try:
-            return load_minari(minari_id)
+            return _open_minari(task, task.minari_id, download_missing, env_version)
         except (ImportError, DatasetError) as exc:
-            errors.append(f"Minari '{minari_id}': {exc}")
+            errors.append(str(exc))
+    raise DatasetError(_missing_message(task, looked, errors, url_base))
+
+
+def _open_minari(task: TaskSpec, minari_id: str, download: bool, env_version: str | None) -> LoadedDataset:
+    ds = minari_source.open_minari(minari_id, download)
+    adapted = minari_source.task_for_minari(task, ds, env_version)
+    return LoadedDataset(minari_source.minari_transitions(ds), adapted, f"minari:{minari_id}")
+
+
+def _missing_message(task: TaskSpec, looked: list[Path], errors: list[str], url_base: str) -> str:
     tried = "\n  ".join(str(p) for p in looked)
     why = ("\nAlso tried:\n  " + "\n  ".join(errors)) if errors else ""
-    raise DatasetError(
+    minari = (
+        f"data.minari_id={task.minari_id} (this task's Minari dataset, evaluated in "
+        f"{task.env.gym_id('v5')}), or data.minari_id=<any Minari id>"
+        if task.minari_id
+        else "data.minari_id=<a Minari dataset id> (Minari has no dataset of this level)"
+    )
+    return (
         f"No dataset for task '{task.name}'. Looked for:\n  {tried}{why}\n"
-        f"Provide it by one of: (a) build it with `python ../shared/datasets/build.py --only {task.name}` "
-        f"(writes to $IPD_DATA_DIR or ~/.cache/ipd-datasets); (b) copy a D4RL-layout file to "
-        f"{looked[0]}; (c) set data.dir=/path/with/<task>.hdf5; (d) allow the D4RL download "
-        f"({task.d4rl_url(url_base)})."
+        "Provide it by one of:\n"
+        f"  (a) the D4RL download: data.download=true fetches {task.d4rl_url(url_base)} "
+        "(data.url_base=... for a mirror);\n"
+        f"  (b) a D4RL-layout hdf5 file you already have: copy it to {looked[0]} or to D4RL's cache "
+        f"{looked[1]}, or set data.dir=/path/with/{task.name}.hdf5;\n"
+        f"  (c) Minari: {minari_source.INSTALL_HINT}, then {minari};\n"
+        "  (d) if you have the benchmark builder (datasets/build.py of the ipd benchmark setup): "
+        f"`python build.py --only {task.name}` writes {task.name}.hdf5 to $IPD_DATA_DIR "
+        "or ~/.cache/ipd-datasets."
     )
 
 
-def load_minari(dataset_id: str) -> Transitions:
-    """Flatten a Minari dataset into :class:`Transitions` (needs ``pip install minari``)."""
-    try:
-        import minari  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ImportError("Minari support needs the optional package: pip install 'ipd[minari]'") from exc
-    import numpy as np
+def load_dataset(
+    task: str | TaskSpec,
+    data_dir: str | os.PathLike | None = None,
+    download_missing: bool = True,
+    url_base: str = D4RL_URL_BASE,
+    minari_id: str | None = None,
+    source: str = "auto",
+) -> Transitions:
+    """Load a task's dataset from the first source that has it (see the module docstring)."""
+    return open_dataset(task, data_dir, download_missing, url_base, minari_id, source).transitions
 
-    ds = minari.load_dataset(dataset_id)
-    parts: dict[str, list] = {k: [] for k in ("obs", "act", "rew", "nobs", "term", "trunc")}
-    for ep in ds.iterate_episodes():
-        obs = np.asarray(ep.observations)
-        parts["obs"].append(obs[:-1])
-        parts["nobs"].append(obs[1:])
-        parts["act"].append(ep.actions)
-        parts["rew"].append(ep.rewards)
-        parts["term"].append(ep.terminations)
-        parts["trunc"].append(ep.truncations)
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
-    return Transitions(cat["obs"], cat["act"], cat["rew"], cat["nobs"], cat["term"], cat["trunc"])
+
+def resolve_task(
+    task: str | TaskSpec,
+    env_version: str | None = None,
+    minari_id: str | None = None,
+    download: bool = False,
+) -> TaskSpec:
+    """The task as a run on this data evaluates it, without loading the transitions.
+
+    For a Minari id, reads the dataset's metadata (env spec, reference scores); else applies
+    ``env_version``. ``scripts/evaluate.py`` uses it so that a checkpoint is evaluated in the env,
+    and scored with the reference returns, that its training data implies.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    if minari_id:
+        ds = minari_source.open_minari(minari_id, download)
+        return minari_source.task_for_minari(task, ds, env_version)
+    return task.with_version(env_version) if env_version else task
+
+
+def load_minari(dataset_id: str, download: bool = False) -> Transitions:
+    """Flatten a Minari dataset into :class:`Transitions` (needs ``pip install 'ipd[minari]'``)."""
+    return minari_source.load_minari(dataset_id, download)
