@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from ipd.io import atomic_write_json
 
 
@@ -93,3 +95,21 @@ class RunLogger:
             self._wandb.summary.update({k: v for k, v in self.summary.items() if isinstance(v, (int, float))})
             self._wandb.finish()
             self._wandb = None
+
+
+def run_label(cfg: Any) -> str:
+    """The run's variant name: ``logging.label`` (e.g. an ablation arm), else the algo."""
+    label = cfg.logging.get("label")
+    return str(label) if label else str(cfg.algo)
+
+
+def run_logger(cfg: Any, run_dir: str | os.PathLike) -> RunLogger:
+    """The :class:`RunLogger` of a composed config: wandb group ``<task>/<label>``, one run per seed."""
+    return RunLogger(
+        run_dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        project=str(cfg.logging.project),
+        group=f"{cfg.task.name}/{run_label(cfg)}",
+        name=f"{cfg.task.name}-{run_label(cfg)}-seed{cfg.seed}",
+        wandb_mode=str(cfg.logging.wandb_mode),
+    )

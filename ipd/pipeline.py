@@ -28,7 +28,7 @@ from ipd.data import DatasetError, Normalizer, Transitions, open_dataset, read_h
 from ipd.distill import distill_policy
 from ipd.evaluation import EvalResult, evaluate_policy
 from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
-from ipd.logging import RunLogger
+from ipd.logging import RunLogger, run_label, run_logger
 from ipd.models.base import Policy
 from ipd.models.bc import BCLearner
 from ipd.models.policies import load_policy
@@ -38,6 +38,7 @@ from ipd.models.world_model import EnsembleWorldModel
 from ipd.models.world_model_training import train_world_model
 from ipd.planning.augment import augment_dataset
 from ipd.planning.planner import Planner
+from ipd.rundir import current_run_dir
 from ipd.tasks import TaskSpec, UnknownTaskError, get_task
 from ipd.utils import resolve_device, set_seed
 
@@ -269,34 +270,6 @@ def evaluate(ctx: Context, policy: Policy, episodes: int | None = None) -> EvalR
 
 
 # ----------------------------------------------------------------------------- entry points
-def _run_dir() -> Path:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except (ImportError, ValueError):
-        from ipd.rundir import make_unique_dir
-
-        return make_unique_dir(Path("runs") / "notebook")
-
-
-def run_label(cfg: DictConfig) -> str:
-    """The run's variant name: ``logging.label`` (e.g. an ablation arm), else the algo."""
-    label = cfg.logging.get("label")
-    return str(label) if label else str(cfg.algo)
-
-
-def _logger(cfg: DictConfig, run_dir: Path) -> RunLogger:
-    return RunLogger(
-        run_dir,
-        config=to_plain(cfg),
-        project=str(cfg.logging.project),
-        group=f"{cfg.task.name}/{run_label(cfg)}",
-        name=f"{cfg.task.name}-{run_label(cfg)}-seed{cfg.seed}",
-        wandb_mode=str(cfg.logging.wandb_mode),
-    )
-
-
 def stage1(ctx: Context, need_world_model: bool = True):
     wm, wm_art = learn_world_model(ctx) if need_world_model else (None, None)
     iql, iql_art = learn_value(ctx)
@@ -330,8 +303,8 @@ def train_policy(ctx: Context) -> tuple[Policy, Path, dict]:
 
 
 def run_train(cfg: DictConfig) -> float:
-    run_dir = _run_dir()
-    logger = _logger(cfg, run_dir)
+    run_dir = current_run_dir()
+    logger = run_logger(cfg, run_dir)
     try:
         ctx = make_context(cfg, logger)
         t0 = time.perf_counter()

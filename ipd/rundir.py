@@ -45,6 +45,16 @@ def make_unique_dir(parent: str | os.PathLike, suffix: str = "", attempts: int =
     raise FileExistsError(f"Could not create a new run dir under {parent} in {attempts} attempts.")
 
 
+def current_run_dir(fallback_parent: str | os.PathLike = Path("runs") / "notebook") -> Path:
+    """The Hydra run's output dir, or (outside a Hydra app, e.g. a notebook) a new unique dir."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except (ImportError, ValueError):
+        return make_unique_dir(fallback_parent)
+
+
 def register_resolvers() -> None:
     """Register ``${ipd.run_stamp:}`` with OmegaConf (idempotent)."""
     from omegaconf import OmegaConf

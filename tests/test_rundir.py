@@ -50,10 +50,10 @@ def test_make_unique_dir_never_hands_out_a_dir_twice(tmp_path, monkeypatch):
 
 
 def test_notebook_run_dirs_are_new_each_time(tmp_path, monkeypatch):
-    from ipd.pipeline import _run_dir
+    from ipd.rundir import current_run_dir
 
     monkeypatch.chdir(tmp_path)
-    dirs = {_run_dir() for _ in range(5)}
+    dirs = {current_run_dir() for _ in range(5)}
     assert len(dirs) == 5 and all(d.is_dir() and d.parent == Path("runs") / "notebook" for d in dirs)
 
 
