@@ -11,7 +11,9 @@ typed arguments (the dataset, the stage-1 value learner, the DT and trainer conf
   in the critic's units, ``G_t = Σ_{k=t}^{T-1} γ^{k-t} r_k + γ^{T-t} (1 - terminal) V(s_T)``,
   bootstrapped with the IQL V at the end of every segment (a timeout, the end of an imagined
   continuation, or a cut). A trajectory that falls gets low tokens before the fall; a stitched
-  improvement gets higher ones. *Inference:* the token is V*(s_t) of the current state, no target
+  improvement gets higher ones. ``token_gamma`` changes the discount of G (e.g. 1 for the
+  undiscounted return DT conditions on; the value bootstrap is converted to that discount, see
+  :func:`value_returns_to_go`). *Inference:* the token is V*(s_t) of the current state, no target
   return is tuned. How optimistic V* is is ``inference_value``: ``expectile`` (a τ-expectile head
   fitted to G_t, :mod:`ipd.models.value_head`, τ = ``token_expectile``) or ``iql`` (the IQL V).
 - ``state_value`` (ablation: the earlier IPD default). V(s_t) in training and at inference. The
@@ -71,7 +73,8 @@ class DistillConfig:
     """What stage 3 trains on and how the policy is conditioned (Hydra group ``policy``).
 
     condition: the token (module docstring); inference_value: V* at test time for
-    ``condition=value`` (expectile | iql); token_expectile: τ of the expectile head;
+    ``condition=value`` (expectile | iql); token_expectile: τ of the expectile head; token_gamma:
+    discount of the value token (None: the critic's; 1: undiscounted, as DT's return-to-go);
     token_head_updates: its training steps; imagined_share: probability of a window from a
     stitched trajectory (None: length-proportional); use_augmented: train on the stage-2 dataset
     (else the original); finetune_critic: keep training the stage-1 critic during distillation;
@@ -81,6 +84,7 @@ class DistillConfig:
     condition: str = "value"
     inference_value: str = "expectile"
     token_expectile: float = 0.9
+    token_gamma: float | None = None
     token_head_updates: int = 20_000
     imagined_share: float | None = 0.2
     use_augmented: bool = True
@@ -98,6 +102,8 @@ class DistillConfig:
             raise ValueError(f"token_expectile must be in (0, 1), got {self.token_expectile}")
         if self.imagined_share is not None and not 0.0 <= self.imagined_share < 1.0:
             raise ValueError(f"imagined_share must be in [0, 1) or null, got {self.imagined_share}")
+        if self.token_gamma is not None and not 0.0 < self.token_gamma <= 1.0:
+            raise ValueError(f"token_gamma must be in (0, 1] or null, got {self.token_gamma}")
         if self.eval_episodes < 0 or self.token_head_updates < 1:
             raise ValueError("eval_episodes must be >= 0 and token_head_updates >= 1")
 
@@ -137,15 +143,34 @@ class DistillResult:
         return save_dt(path, self.model, self.state_normalizer, self.conditioning, meta)
 
 
-def value_returns_to_go(traj: Trajectories, value: IQLLearner, gamma: float) -> np.ndarray:
-    """G_t: discounted reward-to-go of each segment plus γ^{T-t}·V(s_T) at its non-terminal end."""
+def value_returns_to_go(
+    traj: Trajectories,
+    value: IQLLearner,
+    gamma: float,
+    token_gamma: float | None = None,
+    episode_steps: int = 1000,
+) -> np.ndarray:
+    """G_t: reward-to-go of each segment plus a value bootstrap at its non-terminal end.
+
+    With ``token_gamma`` None (or equal to the critic's ``gamma``) this is the critic-unit
+    ``Σ γ^{k-t} r_k + γ^{T-t} V(s_T)``. Another ``token_gamma`` (e.g. 1: undiscounted, as DT's
+    return-to-go) converts the bootstrap: V(s_T) is read as a constant reward rate
+    r̄ = V (1 - γ) / (1 - γ^h) over the h = ``episode_steps`` - t steps the episode has left
+    (0 at the time limit), and the tail is that rate summed with ``token_gamma`` over h steps.
+    """
     t = traj.transitions
     ends = t.episode_ends
     boot = np.flatnonzero(ends & ~t.terminals)  # segment ends that continue beyond the data
-    tail = np.zeros(len(t), np.float32)
+    tail = np.zeros(len(t), np.float64)
     if len(boot):
         tail[boot] = apply_in_chunks(value.value, t.next_observations[boot])
-    return returns_to_go(t.rewards, ends, gamma, tail=tail)
+    tg = gamma if token_gamma is None else float(token_gamma)
+    if len(boot) and tg != gamma:
+        left = np.maximum(episode_steps - (traj.timesteps[boot] + 1), 0).astype(np.float64)
+        rate = tail[boot] * (1 - gamma) / np.maximum(1 - gamma**left, 1e-12)
+        steps = left if tg == 1.0 else (1 - tg**left) / (1 - tg)
+        tail[boot] = np.where(left > 0, rate * steps, 0.0)
+    return returns_to_go(t.rewards, ends, tg, tail=tail)
 
 
 def state_values(traj: Trajectories, value: IQLLearner) -> np.ndarray:
@@ -158,7 +183,11 @@ def state_values(traj: Trajectories, value: IQLLearner) -> np.ndarray:
 
 
 def conditioning_tokens(
-    traj: Trajectories, cfg: DistillConfig, value: IQLLearner | None, gamma: float
+    traj: Trajectories,
+    cfg: DistillConfig,
+    value: IQLLearner | None,
+    gamma: float,
+    episode_steps: int = 1000,
 ) -> np.ndarray:
     """Per-row training token in env-return units for ``cfg.condition``."""
     if cfg.condition == "rtg":
@@ -166,7 +195,7 @@ def conditioning_tokens(
     if value is None:
         raise ValueError(f"condition={cfg.condition} needs the stage-1 value function")
     if cfg.condition == "value":
-        return value_returns_to_go(traj, value, gamma)
+        return value_returns_to_go(traj, value, gamma, cfg.token_gamma, episode_steps)
     if cfg.condition == "state_value":
         return state_values(traj, value)
     return np.maximum(traj.discounted_returns_to_go(gamma), state_values(traj, value))  # relabel
@@ -278,12 +307,18 @@ def distill_policy(
     """
     if distill_cfg.needs_value and value is None:
         raise ValueError(f"condition={distill_cfg.condition} needs the stage-1 value learner")
+    tg = distill_cfg.token_gamma
+    if distill_cfg.condition == "value" and tg not in (None, gamma) and distill_cfg.inference_value == "iql":
+        raise ValueError(
+            f"token_gamma={tg} differs from the critic's gamma={gamma}: the IQL V is on another scale "
+            "than the tokens; use inference_value=expectile (a head fitted to the tokens)."
+        )
     if train_cfg.alpha > 0 and value is None:
         raise ValueError("alpha > 0 needs the stage-1 critic (pass value=IQLLearner)")
     device = torch.device(device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     traj = Trajectories.from_transitions(dataset)
-    tokens = conditioning_tokens(traj, distill_cfg, value, gamma)
+    tokens = conditioning_tokens(traj, distill_cfg, value, gamma, dt_cfg.max_timestep)
     norm = state_normalizer or Normalizer.fit(dataset.observations)
     conditioning = token_encoding(tokens, distill_cfg, return_scale, target_return)
     probs, row_weights = window_sampling(traj, distill_cfg.imagined_share)

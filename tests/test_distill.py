@@ -159,3 +159,23 @@ def test_value_tokens_are_standardised_and_rtg_tokens_scaled():
     assert enc.mode == "value"
     rtg = token_encoding(tokens, DistillConfig(condition="rtg"), 1000.0, 3600.0)
     assert (rtg.offset, rtg.scale, rtg.target_return) == (0.0, 1000.0, 3600.0)
+
+
+def test_undiscounted_value_token_converts_the_bootstrap_to_the_time_left():
+    g = 0.5
+    traj = Trajectories.from_transitions(hand_made())
+    tokens = value_returns_to_go(traj, ConstValue(), g, token_gamma=1.0, episode_steps=1000)
+
+    def tail(t_last: int) -> float:  # V = 100 read as a reward rate over the steps left, summed
+        left = 1000 - (t_last + 1)
+        return 100 * (1 - g) / (1 - g**left) * left
+
+    assert tokens[2] == pytest.approx(3 + tail(2), rel=1e-5)
+    assert tokens[0] == pytest.approx(1 + 2 + 3 + tail(2), rel=1e-5)
+    assert tokens[3] == pytest.approx(4 + 5)  # terminal: no bootstrap, undiscounted sum
+    assert tokens[5] == pytest.approx(6 + 7 + tail(10), rel=1e-5)
+    # at the time limit nothing is left to bootstrap
+    at_limit = value_returns_to_go(traj, ConstValue(), g, token_gamma=1.0, episode_steps=3)
+    assert at_limit[2] == pytest.approx(3.0)
+    same = value_returns_to_go(traj, ConstValue(), g, token_gamma=g)
+    np.testing.assert_allclose(same, value_returns_to_go(traj, ConstValue(), g))
