@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from ipd.data.filtering import top_episode_rows
 from ipd.data.transitions import Normalizer, Transitions
 from ipd.io import CheckpointError, load_checkpoint, save_checkpoint, to_cpu
+from ipd.models.value_networks import relu_hidden
 
 CHECKPOINT_NAME = "ipd.bc"
 CHECKPOINT_VERSION = 1
@@ -117,13 +118,7 @@ class BCActor(nn.Module):
         self.dropout = float(dropout)
 
     def forward(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        h = obs
-        for layer in self.hidden:
-            h = torch.relu(layer(h))
-            if generator is not None and self.dropout > 0:
-                keep = torch.rand(h.shape, generator=generator, device=h.device) >= self.dropout
-                h = h * keep / (1.0 - self.dropout)
-        return torch.tanh(self.head(h))
+        return torch.tanh(self.head(relu_hidden(self.hidden, obs, self.dropout, generator)))
 
 
 class BCLearner:

@@ -65,6 +65,19 @@ class EnsembleMLP(nn.Module):
         return h
 
 
+def relu_hidden(
+    layers: nn.ModuleList, x: torch.Tensor, dropout: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """ReLU hidden layers with inverted dropout drawn from ``generator`` (no dropout without one),
+    so training randomness never comes from the global RNG and evaluation needs no mode switch."""
+    for layer in layers:
+        x = torch.relu(layer(x))
+        if generator is not None and dropout > 0:
+            keep = torch.rand(x.shape, generator=generator, device=x.device) >= dropout
+            x = x * keep / (1.0 - dropout)
+    return x
+
+
 class Actor(nn.Module):
     """Tanh-mean actor; ``gaussian`` adds a (state-independent or -dependent) log-std head.
 
@@ -93,13 +106,7 @@ class Actor(nn.Module):
 
         Dropout is active iff ``generator`` is given (training).
         """
-        h = obs
-        for layer in self.hidden:
-            h = torch.relu(layer(h))
-            if generator is not None and self.dropout > 0:
-                keep = torch.rand(h.shape, generator=generator, device=h.device) >= self.dropout
-                h = h * keep / (1.0 - self.dropout)
-        out = self.head(h)
+        out = self.head(relu_hidden(self.hidden, obs, self.dropout, generator))
         if not self.gaussian:
             return torch.tanh(out), None
         if self.state_dependent_std:
