@@ -254,3 +254,28 @@ def _run_round(
             bar.update(max_episode_steps - step - 1)  # the bar counts the worst case per round
             break
     return ret, length
+
+
+EVAL_SEED_OFFSET = 10_000  # evaluation env seeds never coincide with a run's training seed
+
+
+def evaluate_with_config(
+    policy: Policy,
+    task: TaskSpec,
+    eval_cfg: Any,
+    seed: int,
+    episodes: int | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """The one evaluation rule of the scripts: ``eval.*`` settings (episodes, num_envs,
+    max_episode_steps) and env seeds at ``seed + EVAL_SEED_OFFSET``."""
+    episodes = int(episodes or eval_cfg.episodes)
+    return evaluate_policy(
+        policy,
+        task,
+        episodes=episodes,
+        num_envs=min(int(eval_cfg.num_envs), episodes),
+        seed=seed + EVAL_SEED_OFFSET,
+        max_episode_steps=int(eval_cfg.max_episode_steps),
+        progress=progress,
+    )

@@ -26,13 +26,13 @@ from ipd.artifacts import Artifact, ArtifactStore, dataset_fingerprint
 from ipd.config import ConfigError, load_config, section, to_plain, validate_config  # noqa: F401 (API)
 from ipd.data import DatasetError, Normalizer, Transitions, open_dataset, read_hdf5, resolve_task, write_hdf5
 from ipd.distill import distill_policy
-from ipd.evaluation import EvalResult, evaluate_policy
+from ipd.evaluation import EvalResult, evaluate_with_config
 from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
 from ipd.logging import RunLogger, run_label, run_logger
 from ipd.models.base import Policy
 from ipd.models.bc import BCLearner
 from ipd.models.policies import load_policy
-from ipd.models.uncertainty import uncertainty_quantiles
+from ipd.models.uncertainty import dataset_quantiles
 from ipd.models.value import IQLLearner
 from ipd.models.world_model import EnsembleWorldModel
 from ipd.models.world_model_training import train_world_model
@@ -111,18 +111,9 @@ def learn_world_model(ctx: Context) -> tuple[EnsembleWorldModel, Artifact]:
             terminal_fn = ctx.task.is_terminal_torch
             model, metrics = train_world_model(ctx.data, wm_cfg, terminal_fn, ctx.device, ctx.progress)
             model.save(art.file("world_model.pt"), task=ctx.task.name)
-            metrics["uncertainty_quantiles"] = _u_quantiles(model, ctx.data)
+            metrics["uncertainty_quantiles"] = dataset_quantiles(model, ctx.data)
             art.finish({**metrics, "wall_time_s": time.perf_counter() - t0})
     return EnsembleWorldModel.load(art.file("world_model.pt"), ctx.device, ctx.task.is_terminal_torch), art
-
-
-U_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
-U_QUANTILE_SAMPLES = 100_000  # random dataset rows used for the U quantiles (exact enough, seconds on CPU)
-
-
-def _u_quantiles(model: EnsembleWorldModel, data: Transitions, qs=U_QUANTILES) -> dict[str, float]:
-    u = uncertainty_quantiles(model, data, quantiles=qs, max_samples=U_QUANTILE_SAMPLES)
-    return {str(q): float(v) for q, v in u.items()}
 
 
 def _fit_learner(ctx: Context, stage: str, learner, filename: str) -> Artifact:
@@ -175,11 +166,9 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
     art = ctx.store.artifact(ctx.task.name, "augment", conf)
     with ctx.store.lock(art):
         if not _reuse(art, "augment"):
-            q_u = wm_art.metrics().get("uncertainty_quantiles") or {}
-            key = str(aug_cfg.uncertainty_quantile)
-            if key not in q_u:
-                q_u = _u_quantiles(world_model, ctx.data, (aug_cfg.uncertainty_quantile,))
-            threshold = float(q_u[key])
+            cached = wm_art.metrics().get("uncertainty_quantiles") or {}
+            threshold = dataset_quantiles(world_model, ctx.data, (aug_cfg.uncertainty_quantile,), cached)
+            threshold = threshold[str(aug_cfg.uncertainty_quantile)]
             plan_cfg = dataclasses.replace(section(ctx.cfg, "planner"), uncertainty_threshold=threshold)
             planner = Planner(
                 world_model, plan_cfg, ctx.data.act_dim, value_fn=iql.value_fn(), prior=iql.actor_prior()
@@ -248,25 +237,8 @@ def _eval_metrics(res: EvalResult) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate_on_task(
-    policy: Policy, task: TaskSpec, cfg: DictConfig, seed: int, episodes: int | None = None
-) -> EvalResult:
-    """The one evaluation rule: ``cfg.eval`` settings, env seeds offset from the training seed."""
-    ev = cfg.eval
-    episodes = int(episodes or ev.episodes)
-    return evaluate_policy(
-        policy,
-        task,
-        episodes=episodes,
-        num_envs=min(int(ev.num_envs), episodes),
-        seed=seed + 10_000,  # evaluation seeds never coincide with training seeds
-        max_episode_steps=int(ev.max_episode_steps),
-        progress=bool(cfg.logging.progress),
-    )
-
-
 def evaluate(ctx: Context, policy: Policy, episodes: int | None = None) -> EvalResult:
-    return evaluate_on_task(policy, ctx.task, ctx.cfg, ctx.seed, episodes)
+    return evaluate_with_config(policy, ctx.task, ctx.cfg.eval, ctx.seed, episodes, ctx.progress)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -363,7 +335,8 @@ def run_evaluate(cfg: DictConfig) -> float:
     loaded = load_policy(cfg.checkpoint, resolve_device(cfg.device))
     name = str(loaded.task or cfg.task.name)
     task = resolve_task(name, cfg.task.get("env_version"), cfg.data.get("minari_id"), bool(cfg.data.download))
-    result = evaluate_on_task(loaded.policy, task, cfg, int(cfg.seed), cfg.episodes)
+    progress = bool(cfg.logging.progress)
+    result = evaluate_with_config(loaded.policy, task, cfg.eval, int(cfg.seed), cfg.episodes, progress)
     print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}))
     return result.normalized_mean
 

@@ -125,3 +125,25 @@ def uncertainty_quantiles(
     """Quantiles of ``U`` over dataset transitions, ``{q: value}`` (the planner's threshold source)."""
     u = uncertainty_values(model, transitions, batch_size, max_samples)
     return {float(q): float(np.quantile(u, q)) for q in quantiles}
+
+
+DATASET_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
+QUANTILE_SAMPLES = 100_000  # random dataset rows for the quantiles (exact enough, seconds on a CPU)
+
+
+def dataset_quantiles(
+    model: HasUncertainty,
+    transitions: Transitions,
+    quantiles: tuple[float, ...] = DATASET_QUANTILES,
+    cached: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """``{str(q): U quantile}`` over (a seeded subsample of) dataset transitions, JSON-ready.
+
+    Quantiles already in ``cached`` (e.g. a world-model artifact's metrics) are not recomputed.
+    """
+    cached = cached or {}
+    missing = tuple(q for q in quantiles if str(q) not in cached)
+    fresh = (
+        uncertainty_quantiles(model, transitions, missing, max_samples=QUANTILE_SAMPLES) if missing else {}
+    )
+    return {str(q): float(cached[str(q)]) if str(q) in cached else fresh[q] for q in quantiles}
