@@ -119,12 +119,14 @@ def test_q_action_shift_is_reported_and_scales_with_alpha(hopper_transitions):
     assert shifts[0] > 0 and shifts[1] == pytest.approx(3 * shifts[0], rel=1e-4)
 
 
-@pytest.mark.parametrize("inference_value", ["expectile", "iql"])
-def test_distill_policy_end_to_end_and_checkpoint(hopper_transitions, tmp_path, inference_value):
+@pytest.mark.parametrize(
+    "condition, inference_value", [("value", "expectile"), ("value", "iql"), ("state_value", "expectile")]
+)
+def test_distill_policy_end_to_end_and_checkpoint(hopper_transitions, tmp_path, condition, inference_value):
     t = hopper_transitions
     iql = IQLLearner(t.obs_dim, t.act_dim, IQLConfig(hidden_dims=(32,), num_updates=50, log_every=50))
     iql.fit(t, progress=False)
-    cfg = DistillConfig(inference_value=inference_value, token_head_updates=200)
+    cfg = DistillConfig(condition, inference_value=inference_value, token_head_updates=200)
     result = distill_policy(
         t,
         iql,
@@ -136,6 +138,7 @@ def test_distill_policy_end_to_end_and_checkpoint(hopper_transitions, tmp_path, 
         progress=False,
     )
     assert result.metrics["step"] == 20 and "inference_token_mean" in result.metrics
+    assert ("head_loss" in result.metrics) == (condition == "value" and inference_value == "expectile")
     assert result.metrics["imagined_token_share"] == 0.0  # no imagined data here
     path = result.save(tmp_path / "policy.pt", extra={"task": "hopper-medium"})
     loaded = load_policy(path).policy

@@ -99,7 +99,7 @@ def test_baselines_through_the_same_script(smoke_args, algo):
 def test_dt_vs_ipd_switch_by_config_alone():
     ipd = load_config(["algo=ipd"])
     dt = load_config(["algo=dt"])
-    assert ipd.policy.condition == "value" and ipd.policy.use_augmented and ipd.policy.train.alpha > 0
+    assert ipd.policy.condition == "state_value" and ipd.policy.use_augmented and ipd.policy.train.alpha > 0
     assert dt.policy.condition == "rtg" and not dt.policy.use_augmented and dt.policy.train.alpha == 0
 
 
