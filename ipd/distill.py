@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,6 +355,10 @@ def distill_policy(
         info["token_mean"], info["inference_token_mean"] = float(tokens.mean()), float(v_star.mean())
     critic = value.q_torch if (value is not None and train_cfg.alpha > 0) else None
     after_update = None
+    if distill_cfg.finetune_critic and critic is None:
+        warnings.warn(
+            "policy.finetune_critic is set but alpha = 0: no Q-term, so no critic to fine-tune.", stacklevel=2
+        )
     if critic is not None and distill_cfg.finetune_critic:
         critic_state = ckpt_dir / "critic_state.pt" if ckpt_dir is not None else None
         if critic_state is not None and critic_state.is_file() and (ckpt_dir / "train_state.pt").is_file():

@@ -99,7 +99,9 @@ def test_baselines_through_the_same_script(smoke_args, algo):
 def test_dt_vs_ipd_switch_by_config_alone():
     ipd = load_config(["algo=ipd"])
     dt = load_config(["algo=dt"])
-    assert ipd.policy.condition == "state_value" and ipd.policy.use_augmented and ipd.policy.train.alpha > 0
+    assert ipd.policy.condition == "state_value" and ipd.policy.use_augmented
+    assert ipd.policy.train.alpha == ipd.task.alpha  # the per-task Q-term weight (hopper-medium: 0)
+    assert load_config(["algo=ipd", "task=walker2d-medium"]).policy.train.alpha > 0
     assert dt.policy.condition == "rtg" and not dt.policy.use_augmented and dt.policy.train.alpha == 0
 
 
@@ -233,6 +235,7 @@ def test_critic_finetuning_changes_the_critic_in_process(data_dir, tmp_path):
     from ipd.pipeline import distill, learn_value, make_context
 
     base = ["preset=smoke", f"data.dir={data_dir}", f"paths.runs={tmp_path}", "data.download=false"]
+    base.append("policy.train.alpha=1")  # the critic is fine-tuned for the Q-term, which needs alpha > 0
     ctx = make_context(load_config(base + ["policy.finetune_critic=true"]))
     iql, art = learn_value(ctx)
     probe = (ctx.data.observations[:64], ctx.data.actions[:64])
