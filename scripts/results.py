@@ -152,10 +152,12 @@ def plot(rows: list[dict], out: Path) -> dict[str, int]:
     by, tasks, algos = _group(rows)
     fig, ax = plt.subplots(figsize=(max(6, 2 * len(tasks)), 4))
     width = 0.8 / max(len(algos), 1)
+    colors = plt.get_cmap("tab20" if len(algos) > 10 else "tab10")  # one distinct colour per label
     for i, a in enumerate(algos):
         stats = [_score_and_spread(by[(t, a)]) if by.get((t, a)) else (np.nan, np.nan) for t in tasks]
         m, s = zip(*((mean, np.nan if spread is None else spread) for mean, spread in stats), strict=True)
-        ax.bar(np.arange(len(tasks)) + i * width, m, width, yerr=s, label=a, capsize=3)  # NaN: no bar
+        x = np.arange(len(tasks)) + i * width
+        ax.bar(x, m, width, yerr=s, label=a, capsize=3, color=colors(i % colors.N))  # NaN: no bar
     ax.set_xticks(np.arange(len(tasks)) + width * (len(algos) - 1) / 2, tasks, rotation=20)
     ax.set_ylabel("D4RL-normalised score")
     ax.legend(fontsize=7)
