@@ -12,6 +12,7 @@ from ipd.data import Trajectories, Transitions, read_hdf5, write_hdf5
 from ipd.planning import PlannerConfig
 from ipd.planning.augment import (
     AugmentConfig,
+    _truncated_continuation,
     accept_rollouts,
     augment_dataset,
     plan_rollouts,
@@ -35,14 +36,14 @@ def test_continuation_is_l_step_bootstrapped_return():
     t = chain_transitions(n_eps=1, length=10, timeout_last=False)
     traj = Trajectories.from_transitions(t)
     gamma = 0.5
-    v = lambda s: np.full(len(s), 4.0)
-    s = score_steps(traj, v, lambda s, a: np.full(len(s), 4.0), gamma, horizon=3)
+    v_next = np.full(len(t), 4.0, np.float32)
+    cont = _truncated_continuation(traj, v_next, gamma, np.array([0, 9, 8]), np.full(3, 3))
     # mid-episode: 1 + .5 + .25 + .125 * V(s_{t+3})
-    assert s.continuation[0] == pytest.approx(1 + 0.5 + 0.25 + 0.125 * 4.0)
+    assert cont[0] == pytest.approx(1 + 0.5 + 0.25 + 0.125 * 4.0)
     # last step of a terminal episode: only its reward, no bootstrap
-    assert s.continuation[9] == pytest.approx(1.0)
+    assert cont[1] == pytest.approx(1.0)
     # two steps before the terminal: 1 + .5, no bootstrap
-    assert s.continuation[8] == pytest.approx(1.5)
+    assert cont[2] == pytest.approx(1.5)
 
 
 def test_gap_bootstraps_at_timeouts_but_not_terminals():
@@ -50,7 +51,7 @@ def test_gap_bootstraps_at_timeouts_but_not_terminals():
     q = lambda s, a: np.full(len(s), 10.0)
     for timeout, expect_last in ((True, 1 + 0.9 * 10.0), (False, 1.0)):
         traj = Trajectories.from_transitions(chain_transitions(1, 5, timeout_last=timeout))
-        s = score_steps(traj, v, q, 0.9, horizon=2)
+        s = score_steps(traj, v, q, 0.9)
         assert s.gap[4] == pytest.approx(10.0 - expect_last)
         assert np.allclose(s.advantage, 0.0)
 
@@ -237,7 +238,7 @@ def test_selection_spreads_the_budget_over_trajectories():
     rng = np.random.default_rng(0)
     adv = rng.normal(size=len(t))
     adv[:100] -= 10.0  # episode 0 is by far the worst: a global worst-first pick would fill up on it
-    scores = score_steps(traj, lambda s: np.zeros(len(s)), lambda s, a: np.zeros(len(s)), 0.9, 2)
+    scores = score_steps(traj, lambda s: np.zeros(len(s)), lambda s, a: np.zeros(len(s)), 0.9)
     scores.advantage[:] = adv
     cfg = AugmentConfig(
         select_by="advantage", quantile=0.5, max_per_trajectory=4, min_spacing=5, max_starts=4
@@ -248,8 +249,6 @@ def test_selection_spreads_the_budget_over_trajectories():
 
 
 def test_acceptance_compares_with_the_dataset_over_the_rollout_own_length():
-    from ipd.planning.augment import _truncated_continuation
-
     t = chain_transitions(n_eps=1, length=20)
     traj = Trajectories.from_transitions(t)
     v_next = np.full(len(t), 10.0, np.float32)

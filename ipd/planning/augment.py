@@ -79,12 +79,12 @@ class StepScores:
     value: np.ndarray  # V(s_t)            [N]
     advantage: np.ndarray  # Q(s_t,a_t) - V(s_t) [N]
     gap: np.ndarray  # V(s_t) - RTG^γ_t    [N]
-    continuation: np.ndarray  # Σ_{k<L} γ^k r_{t+k} + γ^L V(s_{t+L}), truncated at episode end [N]
     next_value: np.ndarray  # V(s'_t) [N]
 
 
-def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float, horizon: int) -> StepScores:
-    """Advantage, return gap and the L-step bootstrapped dataset continuation for every row.
+def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float) -> StepScores:
+    """Value, advantage and return gap for every row (the dataset continuation that a rollout must
+    beat is computed per rollout, over its own length, by ``_truncated_continuation``).
 
     ``value_fn(obs)`` and ``q_fn(obs, act)`` take numpy batches and return env-return units.
     """
@@ -96,9 +96,7 @@ def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float, horizon: int) 
     ends = t.episode_ends
     tail = np.where(ends & ~t.terminals, v_next, 0.0)
     rtg = returns_to_go(t.rewards, ends, gamma, tail=tail)
-    rows = np.arange(len(t))
-    cont = _truncated_continuation(traj, v_next, gamma, rows, np.full(len(t), horizon))
-    return StepScores(v, q - v, v - rtg, cont, v_next)
+    return StepScores(v, q - v, v - rtg, v_next)
 
 
 def _truncated_continuation(
@@ -321,7 +319,7 @@ def augment_dataset(
     """Run steps 1-5 of the module docstring; returns the augmented dataset and its stats."""
     t_start = time.perf_counter()
     traj = Trajectories.from_transitions(transitions)
-    scores = score_steps(traj, value_fn, q_fn, gamma, cfg.rollout_length)
+    scores = score_steps(traj, value_fn, q_fn, gamma)
     starts = select_starts(traj, scores, cfg)
     t_plan = time.perf_counter()
     cut_at = uncertainty_threshold if cfg.cut_at_uncertainty else None
