@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ except metadata.PackageNotFoundError:  # running from a source tree that was nev
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, of another component or of an incompatible version."""
+
+
+T = TypeVar("T")
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], None]) -> Path:
@@ -156,6 +159,18 @@ def load_checkpoint(
     blob = read_checkpoint(path, map_location)
     check_format(blob, name, version, path)
     return blob
+
+
+def build_from_checkpoint(build: Callable[[], T], name: str, where: str | os.PathLike) -> T:
+    """``build()``, which turns a format-checked payload into an object; a payload that does not fit
+    (missing key, wrong shape or type) becomes a :class:`CheckpointError` naming the file, rather
+    than a bare ``KeyError`` from deep inside a constructor."""
+    try:
+        return build()
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: malformed '{name}' checkpoint ({exc}).") from exc
 
 
 def checkpoint_task(blob: dict[str, Any]) -> str | None:

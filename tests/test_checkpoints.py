@@ -58,14 +58,9 @@ def _world_model() -> Component:
 
 def _iql() -> Component:
     learner = IQLLearner(OBS, ACT, IQLConfig(hidden_dims=(16,), num_updates=1))
-
-    def save(p: Path) -> Path:
-        learner.save(p, task="hopper-medium")
-        return p
-
     return Component(
         value.CHECKPOINT_NAME,
-        save,
+        lambda p: learner.save(p, task="hopper-medium"),
         IQLLearner.load,
         lambda m: [torch.as_tensor(m.value(STATES)), torch.as_tensor(m.q(STATES, ACTIONS)), m.act(STATES)],
     )
@@ -89,14 +84,9 @@ def _dt() -> Component:
 def _bc() -> Component:
     learner = BCLearner(OBS, ACT, BCConfig(hidden_dims=(16,), num_updates=1, top_fraction=0.3))
     learner.set_normalizer(Normalizer(np.arange(OBS, dtype=np.float32), np.full(OBS, 2.0, np.float32)))
-
-    def save(p: Path) -> Path:
-        learner.save(p, task="hopper-medium")
-        return p
-
     return Component(
         bc.CHECKPOINT_NAME,
-        save,
+        lambda p: learner.save(p, task="hopper-medium"),
         BCLearner.load,
         lambda m: [m.act(STATES), torch.as_tensor(m.normalizer.mean)],
     )

@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ipd.data.filtering import top_episode_rows
 from ipd.data.transitions import Normalizer, Transitions
-from ipd.io import CheckpointError, load_checkpoint, save_checkpoint, to_cpu
+from ipd.io import build_from_checkpoint, load_checkpoint, save_checkpoint, to_cpu
 from ipd.models.value_networks import relu_hidden
 
 CHECKPOINT_NAME = "ipd.bc"
@@ -331,15 +332,16 @@ class BCLearner:
             self.rng.bit_generator.state = state["numpy_rng"]
             self.generator.set_state(state["torch_generator"].cpu())
 
-    def save(self, path: str | os.PathLike, task: str | None = None, training_state: bool = False) -> None:
-        """Atomically save a versioned checkpoint (``ipd.bc`` v1) usable alone by :meth:`load`.
+    def save(self, path: str | os.PathLike, task: str | None = None, training_state: bool = False) -> Path:
+        """Atomically save a versioned checkpoint (``ipd.bc`` v1) usable alone by :meth:`load`;
+        returns its path.
 
         Holds the actor, normaliser, dims, config and step (``task`` is recorded for
         ``scripts/evaluate.py``); ``training_state=True`` adds the optimiser and RNG states so
         training can continue from it.
         """
         payload = self.state_dict() if training_state else {**self._meta(), "actor": self.actor.state_dict()}
-        save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**to_cpu(payload), "task": task})
+        return save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**to_cpu(payload), "task": task})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> BCLearner:
@@ -352,12 +354,13 @@ class BCLearner:
         cls, blob: dict[str, Any], where: str | os.PathLike, device: str | torch.device = "cpu"
     ) -> BCLearner:
         """Build a learner from an already read and format-checked ``ipd.bc`` checkpoint dict."""
-        try:
+
+        def build() -> BCLearner:
             learner = cls(blob["obs_dim"], blob["act_dim"], BCConfig(**blob["config"]), device)
             learner.load_state_dict(blob)
-        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
-        return learner
+            return learner
+
+        return build_from_checkpoint(build, CHECKPOINT_NAME, where)
 
 
 class BCPolicy:

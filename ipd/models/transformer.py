@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ipd.data.transitions import Normalizer
-from ipd.io import CheckpointError, load_checkpoint, save_checkpoint
+from ipd.io import build_from_checkpoint, load_checkpoint, save_checkpoint
 
 CHECKPOINT_NAME = "ipd.dt"
 CHECKPOINT_VERSION = 1
@@ -262,7 +262,8 @@ def dt_from_checkpoint(
     blob: dict[str, Any], where: str | os.PathLike, device: str | torch.device
 ) -> DTBundle:
     """Build the :class:`DTBundle` of an already read and format-checked ``ipd.dt`` checkpoint dict."""
-    try:
+
+    def build() -> DTBundle:
         model = DecisionTransformer(blob["obs_dim"], blob["act_dim"], DTConfig(**blob["dt_config"]))
         model.load_state_dict(blob["state_dict"])
         return DTBundle(
@@ -271,5 +272,5 @@ def dt_from_checkpoint(
             conditioning=ConditioningConfig(**blob["conditioning"]),
             extra=blob.get("extra", {}),
         )
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{where}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
+
+    return build_from_checkpoint(build, CHECKPOINT_NAME, where)

@@ -52,6 +52,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -60,7 +61,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ipd.data.transitions import Normalizer, Transitions, reward_scale_for
-from ipd.io import CheckpointError, load_checkpoint, save_checkpoint, to_cpu
+from ipd.io import build_from_checkpoint, load_checkpoint, save_checkpoint, to_cpu
 from ipd.models.value_networks import Actor, EnsembleMLP, IQLValue, mlp
 
 CHECKPOINT_NAME = "ipd.iql"
@@ -511,8 +512,9 @@ class IQLLearner:
             self.generator.set_state(state["torch_generator"].cpu())
             self.act_generator.set_state(state["act_generator"].cpu())
 
-    def save(self, path: str | os.PathLike, task: str | None = None, training_state: bool = False) -> None:
-        """Atomically save a versioned checkpoint (``ipd.iql`` v1) usable alone by :meth:`load`.
+    def save(self, path: str | os.PathLike, task: str | None = None, training_state: bool = False) -> Path:
+        """Atomically save a versioned checkpoint (``ipd.iql`` v1) usable alone by :meth:`load`;
+        returns its path.
 
         Holds networks, target Qs, normaliser, reward scale, dims, config and step (``task`` is
         recorded for ``scripts/evaluate.py``); ``training_state=True`` adds optimisers, scheduler
@@ -523,7 +525,7 @@ class IQLLearner:
         else:
             payload = {**self._meta(), "networks": {k: m.state_dict() for k, m in self._networks().items()}}
         payload = {k: to_cpu(v) for k, v in payload.items()}
-        save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**payload, "task": task})
+        return save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**payload, "task": task})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> IQLLearner:
@@ -536,11 +538,13 @@ class IQLLearner:
         cls, blob: dict[str, Any], where: str | os.PathLike, device: str | torch.device = "cpu"
     ) -> IQLLearner:
         """Build a learner from an already read and format-checked ``ipd.iql`` checkpoint dict."""
-        try:
+
+        def build() -> IQLLearner:
             learner = cls(blob["obs_dim"], blob["act_dim"], IQLConfig(**blob["config"]), device)
             learner.load_state_dict(blob)
-        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: malformed '{CHECKPOINT_NAME}' checkpoint ({exc}).") from exc
+            return learner
+
+        learner = build_from_checkpoint(build, CHECKPOINT_NAME, where)
         learner._train_mode(False)
         return learner
 
