@@ -179,6 +179,14 @@ def checkpoint_task(blob: dict[str, Any]) -> str | None:
     return blob.get("task") or blob.get("task_name") or extra.get("task")
 
 
+def checkpoint_eval_task(blob: dict[str, Any]) -> dict[str, Any] | None:
+    """The evaluation env and reference scores a checkpoint records (``TaskSpec.eval_record``),
+    or None for checkpoints written before they were recorded."""
+    extra = blob.get("extra") if isinstance(blob.get("extra"), dict) else {}
+    record = blob.get("eval_task") or extra.get("eval_task")
+    return record if isinstance(record, dict) else None
+
+
 def to_cpu(x: Any) -> Any:
     """Tensors (also nested in dicts/lists) moved to the CPU and detached, ready for ``torch.save``."""
     if isinstance(x, torch.Tensor):

@@ -31,7 +31,7 @@ from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
 from ipd.logging import RunLogger, run_label, run_logger
 from ipd.models.base import Policy
 from ipd.models.bc import BCLearner
-from ipd.models.policies import load_policy
+from ipd.models.policies import LoadedPolicy, load_policy
 from ipd.models.uncertainty import dataset_quantiles
 from ipd.models.value import IQLLearner
 from ipd.models.world_model import EnsembleWorldModel
@@ -132,7 +132,7 @@ def _fit_learner(ctx: Context, stage: str, learner, filename: str) -> Artifact:
                 atomic_write(state, lambda tmp: torch.save(learner.state_dict(), tmp))
 
             metrics = learner.fit(ctx.data, progress=ctx.progress, callback=checkpoint)
-            learner.save(final, task=ctx.task.name)
+            learner.save(final, task=ctx.task.name, eval_task=ctx.task.eval_record())
             summary = {k: v for k, v in metrics.items() if k != "history"}
             art.finish({**summary, "wall_time_s": time.perf_counter() - t0})
             state.unlink(missing_ok=True)
@@ -225,7 +225,8 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
             progress=ctx.progress,
             log_fn=lambda m, s: ctx.log(m, s, "policy/"),
         )
-        result.save(final, extra={"task": ctx.task.name, "algo": str(ctx.cfg.algo)})
+        extra = {"task": ctx.task.name, "eval_task": ctx.task.eval_record(), "algo": str(ctx.cfg.algo)}
+        result.save(final, extra=extra)
         art.finish({**result.metrics, "wall_time_s": time.perf_counter() - t0})
         for name in ("train_state.pt", "critic_state.pt"):
             art.file(name).unlink(missing_ok=True)
@@ -329,12 +330,23 @@ def run_distill(cfg: DictConfig) -> None:
     print(json.dumps({"task": ctx.task.name, "algo": str(cfg.algo), "checkpoint": str(ckpt), **info}))
 
 
+def _evaluation_task(cfg: DictConfig, loaded: LoadedPolicy) -> TaskSpec:
+    """The env and reference scores the checkpoint records, unless the command line names them
+    (``task.env_version=`` or ``data.minari_id=``); old checkpoints fall back to the task name."""
+    env_version, minari_id = cfg.task.get("env_version"), cfg.data.get("minari_id")
+    if loaded.eval_task is not None and not env_version and not minari_id:
+        try:
+            return TaskSpec.from_eval_record(loaded.eval_task)
+        except ValueError as exc:
+            raise CheckpointError(f"{cfg.checkpoint}: {exc}") from exc
+    return resolve_task(str(loaded.task or cfg.task.name), env_version, minari_id, bool(cfg.data.download))
+
+
 def run_evaluate(cfg: DictConfig) -> float:
     if not cfg.checkpoint:
         raise ConfigError("scripts/evaluate.py needs checkpoint=path/to/policy.pt")
     loaded = load_policy(cfg.checkpoint, resolve_device(cfg.device))
-    name = str(loaded.task or cfg.task.name)
-    task = resolve_task(name, cfg.task.get("env_version"), cfg.data.get("minari_id"), bool(cfg.data.download))
+    task = _evaluation_task(cfg, loaded)
     progress = bool(cfg.logging.progress)
     result = evaluate_with_config(loaded.policy, task, cfg.eval, int(cfg.seed), cfg.episodes, progress)
     print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}))

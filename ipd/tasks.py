@@ -191,6 +191,28 @@ class TaskSpec:
             raise ValueError(f"reference scores need expert > random, got random={random}, expert={expert}")
         return replace(self, ref_scores=(random, expert), score_source=source)
 
+    def eval_record(self) -> dict[str, Any]:
+        """What a checkpoint records so that it is evaluated in this env with these reference
+        scores later (``scripts/evaluate.py`` without ``task.env_version=`` / ``data.minari_id=``)."""
+        return {
+            "name": self.name,
+            "env_version": self.env_version,
+            "env_kwargs": [list(kv) for kv in self.env_kwargs],
+            "ref_scores": list(self.ref_scores) if self.ref_scores else None,
+            "score_source": self.score_source,
+        }
+
+    @staticmethod
+    def from_eval_record(record: Mapping[str, Any]) -> TaskSpec:
+        """The task a :meth:`eval_record` describes; a malformed record raises ``ValueError``."""
+        try:
+            task = get_task(str(record["name"]), str(record["env_version"]))
+            task = replace(task, env_kwargs=tuple((str(k), v) for k, v in record.get("env_kwargs") or ()))
+            ref = record.get("ref_scores")
+            return task.with_reference_scores(*ref, source=str(record["score_source"])) if ref else task
+        except (KeyError, TypeError, UnknownTaskError) as exc:
+            raise ValueError(f"malformed evaluation-task record {dict(record)!r} ({exc})") from exc
+
     @property
     def obs_dim(self) -> int:
         return self.env.obs_dim

@@ -246,3 +246,21 @@ def test_minari_ids_of_the_tasks():
     assert get_task("halfcheetah-medium").minari_id == "mujoco/halfcheetah/medium-v0"
     for level in ("random", "medium-replay", "medium-expert"):
         assert get_task(f"hopper-{level}").minari_id is None
+
+
+def test_eval_record_round_trips_env_and_reference_scores():
+    """Checkpoints record where they are evaluated; the record must rebuild the same task."""
+    from ipd.tasks import TaskSpec
+
+    task = (
+        get_task("hopper-medium")
+        .with_env("Hopper-v5", {"frame_skip": 4})
+        .with_reference_scores(-20.0, 3200.0, source="minari")
+    )
+    back = TaskSpec.from_eval_record(task.eval_record())
+    assert back == task and back.gym_id == "Hopper-v5" and back.score_reference == "minari"
+    assert TaskSpec.from_eval_record(get_task("walker2d-expert").eval_record()) == get_task("walker2d-expert")
+    with pytest.raises(ValueError, match="malformed evaluation-task record"):
+        TaskSpec.from_eval_record({"name": "hopper-medium"})
+    with pytest.raises(ValueError, match="Unknown task"):
+        TaskSpec.from_eval_record({**task.eval_record(), "name": "hoper-mediun"})

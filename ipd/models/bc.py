@@ -332,16 +332,27 @@ class BCLearner:
             self.rng.bit_generator.state = state["numpy_rng"]
             self.generator.set_state(state["torch_generator"].cpu())
 
-    def save(self, path: str | os.PathLike, task: str | None = None, training_state: bool = False) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike,
+        task: str | None = None,
+        training_state: bool = False,
+        eval_task: dict[str, Any] | None = None,
+    ) -> Path:
         """Atomically save a versioned checkpoint (``ipd.bc`` v1) usable alone by :meth:`load`;
         returns its path.
 
-        Holds the actor, normaliser, dims, config and step (``task`` is recorded for
-        ``scripts/evaluate.py``); ``training_state=True`` adds the optimiser and RNG states so
-        training can continue from it.
+        Holds the actor, normaliser, dims, config and step (``task`` and the ``eval_task`` record,
+        ``TaskSpec.eval_record()``, tell ``scripts/evaluate.py`` where to evaluate);
+        ``training_state=True`` adds the optimiser and RNG states so training can continue from it.
         """
         payload = self.state_dict() if training_state else {**self._meta(), "actor": self.actor.state_dict()}
-        return save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**to_cpu(payload), "task": task})
+        return save_checkpoint(
+            path,
+            CHECKPOINT_NAME,
+            CHECKPOINT_VERSION,
+            {**to_cpu(payload), "task": task, "eval_task": eval_task},
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> BCLearner:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ipd.data.transitions import Normalizer
-from ipd.io import CheckpointError, check_format, checkpoint_task, read_checkpoint
+from ipd.io import CheckpointError, check_format, checkpoint_eval_task, checkpoint_task, read_checkpoint
 from ipd.models import bc, transformer, value
 from ipd.models.base import Policy
 from ipd.models.bc import BCLearner
@@ -136,6 +136,7 @@ class LoadedPolicy:
     policy: Policy
     kind: str  # the checkpoint's component name, e.g. "ipd.dt"
     task: str | None  # the task recorded at training time (None if the file has none)
+    eval_task: dict[str, Any] | None = None  # its evaluation env and reference scores (TaskSpec.eval_record)
 
 
 def _dt_policy(blob: dict[str, Any], where: str | os.PathLike, device: torch.device) -> Policy:
@@ -175,4 +176,4 @@ def load_policy(path: str | os.PathLike, device: torch.device | str = "cpu") -> 
         )
     version, build = POLICY_LOADERS[kind]
     check_format(blob, kind, version, path)
-    return LoadedPolicy(build(blob, path, device), kind, checkpoint_task(blob))
+    return LoadedPolicy(build(blob, path, device), kind, checkpoint_task(blob), checkpoint_eval_task(blob))

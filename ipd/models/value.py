@@ -512,20 +512,29 @@ class IQLLearner:
             self.generator.set_state(state["torch_generator"].cpu())
             self.act_generator.set_state(state["act_generator"].cpu())
 
-    def save(self, path: str | os.PathLike, task: str | None = None, training_state: bool = False) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike,
+        task: str | None = None,
+        training_state: bool = False,
+        eval_task: dict[str, Any] | None = None,
+    ) -> Path:
         """Atomically save a versioned checkpoint (``ipd.iql`` v1) usable alone by :meth:`load`;
         returns its path.
 
-        Holds networks, target Qs, normaliser, reward scale, dims, config and step (``task`` is
-        recorded for ``scripts/evaluate.py``); ``training_state=True`` adds optimisers, scheduler
-        and RNGs so that training can continue from it.
+        Holds networks, target Qs, normaliser, reward scale, dims, config and step (``task`` and
+        the ``eval_task`` record, ``TaskSpec.eval_record()``, tell ``scripts/evaluate.py`` where to
+        evaluate); ``training_state=True`` adds optimisers, scheduler and RNGs so that training can
+        continue from it.
         """
         if training_state:
             payload = self.state_dict()
         else:
             payload = {**self._meta(), "networks": {k: m.state_dict() for k, m in self._networks().items()}}
         payload = {k: to_cpu(v) for k, v in payload.items()}
-        return save_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**payload, "task": task})
+        return save_checkpoint(
+            path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**payload, "task": task, "eval_task": eval_task}
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> IQLLearner:
