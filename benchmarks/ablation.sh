@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Stage-3 ablation on one task: the default state-value token without the imagined data, without
-# the Q-term and with the natural imagined share; the G_t token (critic gamma, undiscounted, a more
-# optimistic tau, the IQL V at inference); and RTG conditioning on the augmented data. Stages 1-2 are shared (same config
-# hash), so only the distillation runs again. Runs go two at a time, one thread each.
+# Stage-3 ablation on one task. The default token (G_t undiscounted, 0.99-expectile V* at inference)
+# without the imagined data and without the Q-term; the G_t token with the critic's gamma and/or
+# the 0.9 expectile, or with the IQL V at inference (which needs the critic's gamma); the state-value token (with and without the imagined
+# data, the Q-term, the 20% imagined share); and RTG conditioning on the augmented data. Stages 1-2
+# are shared (same config hash), so only the distillation runs again. Runs go two at a time, one
+# thread each. Every arm spells out the knobs it changes, so arms keep their meaning when defaults move.
 # Usage: bash benchmarks/ablation.sh <budget> <task> [<seed>...]    budget: cpu3k | cpu | paper
 # Each run is labelled ipd-<arm><suffix> (logging.label), a column of `python scripts/results.py`.
 set -euo pipefail
@@ -12,14 +14,16 @@ export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 source "$(dirname "$0")/budgets.sh" "$budget"
 mkdir -p runs/logs
 declare -A arms=(
+  [noaug]="policy.use_augmented=false"
+  [alpha0]="policy.train.alpha=0"
+  [value-iql]="policy.condition=value policy.token_gamma=null policy.inference_value=iql"
+  [value]="policy.condition=value policy.token_gamma=null policy.token_expectile=0.9"
+  [value-gamma1]="policy.condition=value policy.token_gamma=1.0 policy.token_expectile=0.9"
+  [value-tau0.99]="policy.condition=value policy.token_gamma=null policy.token_expectile=0.99"
   [state_value]="policy.condition=state_value"
   [state_value-noaug]="policy.condition=state_value policy.use_augmented=false"
   [state_value-alpha0]="policy.condition=state_value policy.train.alpha=0"
   [state_value-share-natural]="policy.condition=state_value policy.imagined_share=null"
-  [value]="policy.condition=value"
-  [value-gamma1]="policy.condition=value policy.token_gamma=1.0"
-  [value-tau0.99]="policy.condition=value policy.token_expectile=0.99"
-  [value-iql]="policy.condition=value policy.inference_value=iql"
   [rtg]="policy.condition=rtg"
 )
 for seed in $seeds; do

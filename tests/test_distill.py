@@ -57,7 +57,7 @@ def test_value_token_is_the_bootstrapped_return_of_each_segment():
     assert tokens[3] == pytest.approx(4 + g * 5) and tokens[4] == pytest.approx(5)
     # imagined tail: bootstrapped at its end like a timeout
     assert tokens[5] == pytest.approx(6 + g * 7 + g**2 * 100)
-    cfg = DistillConfig(condition="value")
+    cfg = DistillConfig(condition="value", token_gamma=None)  # None: the critic's gamma
     np.testing.assert_allclose(conditioning_tokens(traj, cfg, ConstValue(), g), tokens)
     # the old behaviour: V(s_t) everywhere, whatever happens afterwards
     sv = conditioning_tokens(traj, DistillConfig(condition="state_value"), ConstValue(), g)
@@ -126,7 +126,9 @@ def test_distill_policy_end_to_end_and_checkpoint(hopper_transitions, tmp_path, 
     t = hopper_transitions
     iql = IQLLearner(t.obs_dim, t.act_dim, IQLConfig(hidden_dims=(32,), num_updates=50, log_every=50))
     iql.fit(t, progress=False)
-    cfg = DistillConfig(condition, inference_value=inference_value, token_head_updates=200)
+    # the IQL V is on the critic's scale, so it serves only tokens with the critic's gamma
+    token_gamma = None if inference_value == "iql" else 1.0
+    cfg = DistillConfig(condition, inference_value, token_gamma=token_gamma, token_head_updates=200)
     result = distill_policy(
         t,
         iql,

@@ -99,7 +99,7 @@ def test_baselines_through_the_same_script(smoke_args, algo):
 def test_dt_vs_ipd_switch_by_config_alone():
     ipd = load_config(["algo=ipd"])
     dt = load_config(["algo=dt"])
-    assert ipd.policy.condition == "state_value" and ipd.policy.use_augmented
+    assert ipd.policy.condition == "value" and ipd.policy.token_gamma == 1.0 and ipd.policy.use_augmented
     assert ipd.policy.train.alpha == ipd.task.alpha  # the per-task Q-term weight (hopper-medium: 0)
     assert load_config(["algo=ipd", "task=walker2d-medium"]).policy.train.alpha > 0
     assert dt.policy.condition == "rtg" and not dt.policy.use_augmented and dt.policy.train.alpha == 0
