@@ -27,15 +27,18 @@ import numpy as np
 
 
 def collect(runs: Path) -> list[dict]:
-    rows = []
-    for path in sorted(runs.rglob("metrics.json")):
+    """One row per (task, label, seed): the latest run (by its time-stamped run dir), so that a
+    re-run or re-evaluation of the same configuration does not count as another seed."""
+    latest: dict[tuple, dict] = {}
+    for path in sorted(runs.rglob("metrics.json"), key=lambda p: p.parent.name):
         try:
             m = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         if isinstance(m, dict) and "normalized_score" in m and "algo" in m:
-            rows.append({**m, "label": m.get("label") or m["algo"], "run_dir": str(path.parent)})
-    return rows
+            row = {**m, "label": m.get("label") or m["algo"], "run_dir": str(path.parent)}
+            latest[(row.get("task"), row["label"], row.get("seed"))] = row
+    return list(latest.values())
 
 
 def _group(rows: list[dict]) -> tuple[dict[tuple[str, str], list[dict]], list[str], list[str]]:

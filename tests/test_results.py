@@ -33,6 +33,12 @@ def test_results_table_and_plots(tmp_path):
                 "step,key,value\n100,policy/bc_loss,0.5\n200,policy/bc_loss,0.3\n"
                 + ("200,policy/eval/normalized_score,61.0\n" if algo == "ipd" else "")
             )
+    # An earlier run of the same (task, label, seed), e.g. before a re-evaluation: superseded, not a seed.
+    older = runs / "hopper-medium" / "train" / "dt" / "a-earlier-s0"
+    older.mkdir(parents=True)
+    (older / "metrics.json").write_text(
+        json.dumps({"task": "hopper-medium", "algo": "dt", "seed": 0, "normalized_score": 0.0})
+    )
     ablation = runs / "hopper-medium" / "train" / "ipd" / "rtg-arm"
     ablation.mkdir(parents=True)
     (ablation / "metrics.json").write_text(
