@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Collect finished runs into a results table and plots.
 
-    python scripts/results.py [--runs runs] [--out results]
+    python scripts/results.py [--runs runs] [--out results] [--main ipd-3k,dt-3k,iql,bc,bc10]
 
 Reads every ``metrics.json`` under ``--runs`` that has a ``normalized_score`` (written by
 ``scripts/train.py``), groups by (task, label) -- the label is ``logging.label`` when a run set
@@ -73,8 +73,11 @@ def _mean_cell(task_means: list[float]) -> str:
     return f"{np.mean(task_means):.1f} ({k} task{'s' * (k > 1)})"
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], labels: list[str] | None = None) -> str:
+    """Tasks × labels (all labels, or ``labels`` in that order), with a mean row."""
     by, tasks, algos = _group(rows)
+    if labels:
+        algos = [a for a in labels if a in algos]
     lines = ["| task | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos)]
     means = defaultdict(list)
     for t in tasks:
@@ -93,6 +96,20 @@ def table(rows: list[dict]) -> str:
         "n = seeds; ± is the std over seeds (over evaluation episodes when n=1).\n"
     )
     return "\n".join(lines) + "\n" + note
+
+
+def arms_table(rows: list[dict], exclude: list[str]) -> str:
+    """One line per (task, label) not in ``exclude``: the ablation arms, which would make the main
+    table too wide to read."""
+    by, tasks, labels = _group(rows)
+    lines = ["| task | label | score |", "| --- | --- | --- |"]
+    lines += [
+        f"| {t} | {a} | {_cell(by[(t, a)])} |"
+        for t in tasks
+        for a in labels
+        if a not in exclude and by.get((t, a))
+    ]
+    return "\n".join(lines) + "\n"
 
 
 STAGES = ("world_model", "value", "augment", "policy", "bc")
@@ -145,14 +162,17 @@ LOSS_KEY = "policy/bc_loss"  # action regression, comparable across dt / ipd (ip
 EVAL_KEY = "policy/eval/normalized_score"  # periodic evaluation (policy.eval_episodes > 0)
 
 
-def plot(rows: list[dict], out: Path) -> dict[str, int]:
-    """Write scores.png and curves.png; return how many runs each curve panel found."""
+def plot(rows: list[dict], out: Path, labels: list[str] | None = None) -> dict[str, int]:
+    """Write scores.png (all labels, or ``labels``) and curves.png; return how many runs each curve
+    panel found."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     by, tasks, algos = _group(rows)
+    if labels:
+        algos = [a for a in labels if a in algos]
     fig, ax = plt.subplots(figsize=(max(6, 2 * len(tasks)), 4))
     width = 0.8 / max(len(algos), 1)
     colors = plt.get_cmap("tab20" if len(algos) > 10 else "tab10")  # one distinct colour per label
@@ -195,14 +215,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="runs", type=Path)
     ap.add_argument("--out", default="results", type=Path)
+    ap.add_argument(
+        "--main",
+        default=None,
+        help="comma-separated labels of the main table and scores.png (e.g. ipd-3k,dt-3k,iql,bc,bc10); "
+        "the other labels go to a second table, one line per (task, label). Default: all in one table.",
+    )
     args = ap.parse_args()
     rows = collect(args.runs)
     if not rows:
         raise SystemExit(f"error: no finished runs (metrics.json with normalized_score) under {args.runs}")
     args.out.mkdir(parents=True, exist_ok=True)
-    md = table(rows) + "\n" + stage_times(rows)
+    main_labels = [s.strip() for s in args.main.split(",") if s.strip()] if args.main else None
+    md = table(rows, main_labels)
+    if main_labels:
+        md += "\n## Other labels (ablation arms)\n\n" + arms_table(rows, main_labels)
+    md += "\n" + stage_times(rows)
     (args.out / "results.md").write_text(md)
-    curves = plot(rows, args.out)
+    curves = plot(rows, args.out, main_labels)
     print(md)
     print(", ".join(f"{k}: {v}" for k, v in curves.items()))
     print(f"wrote {args.out / 'results.md'}, {args.out / 'scores.png'}, {args.out / 'curves.png'}")

@@ -71,6 +71,12 @@ def test_results_table_and_plots(tmp_path):
     assert (out / "scores.png").stat().st_size > 0 and (out / "curves.png").stat().st_size > 0
     assert "runs_with_loss_curve: 4, runs_with_eval_curve: 2" in proc.stdout
     assert "results.md" in proc.stdout
+    # --main: the yardstick columns in the given order; other labels in a per-(task, label) table
+    argv = [sys.executable, str(ROOT / "scripts" / "results.py"), "--runs", str(runs), "--out", str(out)]
+    subprocess.run([*argv, "--main", "ipd,dt"], capture_output=True, text=True, check=True)
+    md = (out / "results.md").read_text()
+    assert "| task | ipd | dt |" in md and "| hopper-medium | 65.0 ± 5.0 (n=2) | 45.0 ± 5.0 (n=2) |" in md
+    assert "| hopper-medium | ipd-rtg | 30.0 (n=1, ±4.0 over episodes) |" in md
 
 
 def test_results_without_runs_fails_clearly(tmp_path):
