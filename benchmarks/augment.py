@@ -98,15 +98,20 @@ def dataset_continuation(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="hopper-medium")
+    p.add_argument("--task", default=None, help="default: the artifact's task, else hopper-medium")
     p.add_argument("--runs", type=Path, default=Path("runs"))
     p.add_argument("--artifact", type=Path, default=None, help="augment artifact dir (default: newest)")
     p.add_argument("--num", type=int, default=200, help="accepted rollouts to replay")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    task = get_task(args.task)
-    art = args.artifact or newest_artifact(args.runs, task.name)
+    if args.artifact is not None:  # <runs>/<task>/augment/<hash>: the artifact names its task and store
+        art = args.artifact
+        task = get_task(args.task or art.resolve().parent.parent.name)
+        args.runs = art.resolve().parent.parent.parent
+    else:
+        task = get_task(args.task or "hopper-medium")
+        art = newest_artifact(args.runs, task.name)
     conf = yaml.safe_load((art / "config.yaml").read_text())
     gamma = float(conf["planner"]["gamma"])  # the discount the augmenter used to accept rollouts
     value_path = args.runs / task.name / "value" / conf["value_hash"] / "iql.pt"
