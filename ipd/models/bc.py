@@ -29,11 +29,9 @@ Deviations/assumptions:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +41,7 @@ from tqdm.auto import tqdm
 
 from ipd.data.filtering import top_episode_rows
 from ipd.data.transitions import Normalizer, Transitions
-from ipd.io import build_from_checkpoint, load_checkpoint, save_checkpoint, to_cpu
+from ipd.models.learner_checkpoint import CheckpointedLearner
 from ipd.models.value_networks import relu_hidden
 
 CHECKPOINT_NAME = "ipd.bc"
@@ -122,7 +120,7 @@ class BCActor(nn.Module):
         return torch.tanh(self.head(relu_hidden(self.hidden, obs, self.dropout, generator)))
 
 
-class BCLearner:
+class BCLearner(CheckpointedLearner):
     """Behaviour cloning with an optional best-episode filter; see the module docstring.
 
     Public methods take **raw** (un-normalised) states. Typical use::
@@ -131,6 +129,8 @@ class BCLearner:
         learner.fit(transitions, callback=lambda step, metrics: ...)
         learner.save("bc.pt"); policy = BCLearner.load("bc.pt", "cuda").policy()
     """
+
+    checkpoint_name, checkpoint_version, config_cls = CHECKPOINT_NAME, CHECKPOINT_VERSION, BCConfig
 
     def __init__(
         self, obs_dim: int, act_dim: int, cfg: BCConfig | None = None, device: str | torch.device = "cpu"
@@ -332,46 +332,9 @@ class BCLearner:
             self.rng.bit_generator.state = state["numpy_rng"]
             self.generator.set_state(state["torch_generator"].cpu())
 
-    def save(
-        self,
-        path: str | os.PathLike,
-        task: str | None = None,
-        training_state: bool = False,
-        eval_task: dict[str, Any] | None = None,
-    ) -> Path:
-        """Atomically save a versioned checkpoint (``ipd.bc`` v1) usable alone by :meth:`load`;
-        returns its path.
-
-        Holds the actor, normaliser, dims, config and step (``task`` and the ``eval_task`` record,
-        ``TaskSpec.eval_record()``, tell ``scripts/evaluate.py`` where to evaluate);
-        ``training_state=True`` adds the optimiser and RNG states so training can continue from it.
-        """
-        payload = self.state_dict() if training_state else {**self._meta(), "actor": self.actor.state_dict()}
-        return save_checkpoint(
-            path,
-            CHECKPOINT_NAME,
-            CHECKPOINT_VERSION,
-            {**to_cpu(payload), "task": task, "eval_task": eval_task},
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> BCLearner:
-        """Load a checkpoint written by :meth:`save`; raises :class:`ipd.io.CheckpointError`."""
-        blob = load_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, map_location="cpu")
-        return cls.from_checkpoint(blob, path, device)
-
-    @classmethod
-    def from_checkpoint(
-        cls, blob: dict[str, Any], where: str | os.PathLike, device: str | torch.device = "cpu"
-    ) -> BCLearner:
-        """Build a learner from an already read and format-checked ``ipd.bc`` checkpoint dict."""
-
-        def build() -> BCLearner:
-            learner = cls(blob["obs_dim"], blob["act_dim"], BCConfig(**blob["config"]), device)
-            learner.load_state_dict(blob)
-            return learner
-
-        return build_from_checkpoint(build, CHECKPOINT_NAME, where)
+    def _weights(self) -> dict[str, Any]:
+        """A standalone ``ipd.bc`` v1 checkpoint: the actor, normaliser, dims, config and step."""
+        return {**self._meta(), "actor": self.actor.state_dict()}
 
 
 class BCPolicy:

@@ -47,12 +47,10 @@ Deviation/assumption:
 from __future__ import annotations
 
 import copy
-import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -61,7 +59,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ipd.data.transitions import Normalizer, Transitions, reward_scale_for
-from ipd.io import build_from_checkpoint, load_checkpoint, save_checkpoint, to_cpu
+from ipd.models.learner_checkpoint import CheckpointedLearner
 from ipd.models.value_networks import Actor, EnsembleMLP, IQLValue, mlp
 
 CHECKPOINT_NAME = "ipd.iql"
@@ -151,7 +149,7 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 # Learner
 
 
-class IQLLearner:
+class IQLLearner(CheckpointedLearner):
     """IQL: V by expectile regression, twin Q by TD on V, AWR actor; see the module docstring.
 
     All public methods accept numpy arrays or tensors of **raw** states / actions in [-1, 1]
@@ -165,6 +163,8 @@ class IQLLearner:
         learner.fit(transitions, callback=lambda step, metrics: ...)
         learner.save("iql.pt"); learner = IQLLearner.load("iql.pt", "cuda")
     """
+
+    checkpoint_name, checkpoint_version, config_cls = CHECKPOINT_NAME, CHECKPOINT_VERSION, IQLConfig
 
     def __init__(
         self, obs_dim: int, act_dim: int, cfg: IQLConfig | None = None, device: str | torch.device = "cpu"
@@ -512,50 +512,13 @@ class IQLLearner:
             self.generator.set_state(state["torch_generator"].cpu())
             self.act_generator.set_state(state["act_generator"].cpu())
 
-    def save(
-        self,
-        path: str | os.PathLike,
-        task: str | None = None,
-        training_state: bool = False,
-        eval_task: dict[str, Any] | None = None,
-    ) -> Path:
-        """Atomically save a versioned checkpoint (``ipd.iql`` v1) usable alone by :meth:`load`;
-        returns its path.
+    def _weights(self) -> dict[str, Any]:
+        """A standalone ``ipd.iql`` v1 checkpoint: networks, target Qs, normaliser, reward scale,
+        dims, config and step."""
+        return {**self._meta(), "networks": {k: m.state_dict() for k, m in self._networks().items()}}
 
-        Holds networks, target Qs, normaliser, reward scale, dims, config and step (``task`` and
-        the ``eval_task`` record, ``TaskSpec.eval_record()``, tell ``scripts/evaluate.py`` where to
-        evaluate); ``training_state=True`` adds optimisers, scheduler and RNGs so that training can
-        continue from it.
-        """
-        if training_state:
-            payload = self.state_dict()
-        else:
-            payload = {**self._meta(), "networks": {k: m.state_dict() for k, m in self._networks().items()}}
-        payload = {k: to_cpu(v) for k, v in payload.items()}
-        return save_checkpoint(
-            path, CHECKPOINT_NAME, CHECKPOINT_VERSION, {**payload, "task": task, "eval_task": eval_task}
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> IQLLearner:
-        """Load a checkpoint written by :meth:`save`; raises :class:`ipd.io.CheckpointError`."""
-        blob = load_checkpoint(path, CHECKPOINT_NAME, CHECKPOINT_VERSION, map_location="cpu")
-        return cls.from_checkpoint(blob, path, device)
-
-    @classmethod
-    def from_checkpoint(
-        cls, blob: dict[str, Any], where: str | os.PathLike, device: str | torch.device = "cpu"
-    ) -> IQLLearner:
-        """Build a learner from an already read and format-checked ``ipd.iql`` checkpoint dict."""
-
-        def build() -> IQLLearner:
-            learner = cls(blob["obs_dim"], blob["act_dim"], IQLConfig(**blob["config"]), device)
-            learner.load_state_dict(blob)
-            return learner
-
-        learner = build_from_checkpoint(build, CHECKPOINT_NAME, where)
-        learner._train_mode(False)
-        return learner
+    def _after_load(self) -> None:
+        self._train_mode(False)
 
 
 class IQLPolicy:
