@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stage-3 ablation on one task. The default token (G_t undiscounted, 0.99-expectile V* at inference)
 # without the imagined data and without the Q-term; the G_t token with the critic's gamma and/or
-# the 0.9 expectile, or with the IQL V at inference (which needs the critic's gamma); the state-value token (with and without the imagined
-# data, the Q-term, the 20% imagined share); and RTG conditioning on the augmented data. Stages 1-2
+# the 0.9 expectile, or with the IQL V at inference (which needs the critic's gamma); the
+# state-value token (with and without the imagined data, the Q-term, the 20% imagined share); and
+# RTG conditioning on the augmented data. Stages 1-2
 # are shared (same config hash), so only the distillation runs again. Runs go two at a time, one
 # thread each. Every arm spells out the knobs it changes, so arms keep their meaning when defaults move.
 # Usage: bash benchmarks/ablation.sh <budget> <task> [<seed>...]    budget: cpu3k | cpu | paper
