@@ -1,4 +1,4 @@
-"""Unique run directories.
+"""Unique run directories, and reading the finished runs back (:func:`finished_runs`).
 
 Two runs started in the same second with the same task, algo and seed used to share
 ``runs/<task>/train/<algo>/<time>_seed<seed>/`` and overwrite each other's ``metrics.json``. Run
@@ -17,6 +17,7 @@ The names still sort by start time.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from datetime import datetime
@@ -61,3 +62,19 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(RESOLVER, lambda: run_stamp(), use_cache=True)
+
+
+def finished_runs(runs: str | os.PathLike) -> list[dict]:
+    """The ``metrics.json`` rows of the scored train runs under ``runs``, plus ``label`` (the
+    run's ``logging.label``, else its algo) and ``run_dir``. One row per (task, label, seed): the
+    latest run (by its time-stamped dir), so a re-run or re-evaluation is not counted as a seed."""
+    latest: dict[tuple, dict] = {}
+    for path in sorted(Path(runs).rglob("metrics.json"), key=lambda p: p.parent.name):
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(m, dict) and "normalized_score" in m and "algo" in m:
+            row = {**m, "label": m.get("label") or m["algo"], "run_dir": str(path.parent)}
+            latest[(row.get("task"), row["label"], row.get("seed"))] = row
+    return list(latest.values())

@@ -25,20 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def collect(runs: Path) -> list[dict]:
-    """One row per (task, label, seed): the latest run (by its time-stamped run dir), so that a
-    re-run or re-evaluation of the same configuration does not count as another seed."""
-    latest: dict[tuple, dict] = {}
-    for path in sorted(runs.rglob("metrics.json"), key=lambda p: p.parent.name):
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(m, dict) and "normalized_score" in m and "algo" in m:
-            row = {**m, "label": m.get("label") or m["algo"], "run_dir": str(path.parent)}
-            latest[(row.get("task"), row["label"], row.get("seed"))] = row
-    return list(latest.values())
+from ipd.rundir import finished_runs
 
 
 def _group(rows: list[dict]) -> tuple[dict[tuple[str, str], list[dict]], list[str], list[str]]:
@@ -222,7 +209,7 @@ def main() -> None:
         "the other labels go to a second table, one line per (task, label). Default: all in one table.",
     )
     args = ap.parse_args()
-    rows = collect(args.runs)
+    rows = finished_runs(args.runs)
     if not rows:
         raise SystemExit(f"error: no finished runs (metrics.json with normalized_score) under {args.runs}")
     args.out.mkdir(parents=True, exist_ok=True)
