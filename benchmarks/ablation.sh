@@ -3,10 +3,11 @@
 # without the imagined data and without the Q-term; the G_t token with the critic's gamma and/or
 # the 0.9 expectile, or with the IQL V at inference (which needs the critic's gamma); the
 # state-value token (with and without the imagined data, the Q-term, the 20% imagined share); and
-# RTG conditioning on the augmented data. Stages 1-2
+# RTG conditioning on the augmented data; an EMA (decay 0.998) of the policy weights. Stages 1-2
 # are shared (same config hash), so only the distillation runs again. Runs go two at a time, one
 # thread each. Every arm spells out the knobs it changes, so arms keep their meaning when defaults move.
-# Usage: bash benchmarks/ablation.sh <budget> <task> [<seed>...]    budget: cpu3k | cpu | paper
+# Usage: [ARMS="noaug ema0.998"] bash benchmarks/ablation.sh <budget> <task> [<seed>...]
+#   budget: cpu3k | cpu | paper; ARMS: a subset of the arms below (default: all).
 # Each run is labelled ipd-<arm><suffix> (logging.label), a column of `python scripts/results.py`.
 set -euo pipefail
 budget=${1:-cpu3k}; task=${2:-hopper-medium}; shift 2 || true
@@ -26,10 +27,15 @@ declare -A arms=(
   [state_value-alpha0]="policy.condition=state_value policy.train.alpha=0"
   [state_value-share-natural]="policy.condition=state_value policy.imagined_share=null"
   [rtg]="policy.condition=rtg"
+  [ema0.998]="policy.train.ema=0.998"
 )
+selected=${ARMS:-${!arms[*]}}
+for arm in $selected; do
+  [[ -v "arms[$arm]" ]] || { echo "unknown arm '$arm'; arms: ${!arms[*]}" >&2; exit 2; }
+done
 for seed in $seeds; do
   n=0
-  for arm in $(printf '%s\n' "${!arms[@]}" | sort); do
+  for arm in $(printf '%s\n' $selected | sort); do
     log="runs/logs/$task-ipd-$arm-$seed.log"
     # shellcheck disable=SC2086
     (python scripts/train.py task="$task" algo=ipd seed="$seed" ${arms[$arm]} logging.label="ipd-$arm$suffix" \
