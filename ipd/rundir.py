@@ -78,3 +78,66 @@ def finished_runs(runs: str | os.PathLike) -> list[dict]:
             row = {**m, "label": m.get("label") or m["algo"], "run_dir": str(path.parent)}
             latest[(row.get("task"), row["label"], row.get("seed"))] = row
     return list(latest.values())
+
+
+# Stages whose artifact wall time a ledger row keeps (see scripts/results.py).
+LEDGER_STAGES = ("world_model", "value", "augment", "policy", "bc")
+# The fields of a run that the ledger keeps: enough to rebuild every results table without the
+# run dirs, which stay on the machine that made them (``runs/`` is not committed).
+LEDGER_FIELDS = (
+    "task", "label", "algo", "seed", "normalized_score", "normalized_score_std", "episodes",
+    "env_id", "score_reference", "run", "stage_wall_s", "source",
+)  # fmt: skip
+
+
+def ledger_row(run: dict) -> dict:
+    """One finished run (a :func:`finished_runs` row) as a ledger row: its score, its identity and
+    the wall time of each stage artifact it used (read now, while the artifacts exist)."""
+    walls = {}
+    for stage, path in (run.get("artifacts") or {}).items():
+        try:
+            walls[stage] = float(json.loads((Path(path) / "metrics.json").read_text())["wall_time_s"])
+        except (OSError, KeyError, ValueError, TypeError):
+            continue
+    row = {k: run[k] for k in LEDGER_FIELDS if k in run}
+    row["run"] = run.get("run") or Path(run.get("run_dir", "")).name  # the time-stamped dir name
+    row["stage_wall_s"] = run.get("stage_wall_s") or walls
+    return row
+
+
+def read_ledger(path: str | os.PathLike) -> list[dict]:
+    """The rows of a JSON-lines ledger (none if the file does not exist). A line that is not a
+    JSON object with task, label and normalized_score is an error that names its line number."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: not a JSON line ({e}); fix or delete that line") from e
+        if not isinstance(row, dict) or not {"task", "label", "normalized_score"} <= row.keys():
+            raise ValueError(f"{path}:{i}: a ledger row needs task, label and normalized_score")
+        rows.append(row)
+    return rows
+
+
+def merge_ledger(ledger: list[dict], runs: list[dict]) -> list[dict]:
+    """Ledger rows updated with finished runs: one row per (task, label, seed), the latest by its
+    run name (time-stamped; rows without one, e.g. back-filled ones, count as the oldest)."""
+    latest: dict[tuple, dict] = {}
+    for row in [*ledger, *(ledger_row(r) for r in runs)]:
+        key = (row.get("task"), row["label"], row.get("seed"))
+        if key not in latest or str(row.get("run") or "") >= str(latest[key].get("run") or ""):
+            latest[key] = row
+    return sorted(latest.values(), key=lambda r: (r["task"], r["label"], str(r.get("seed"))))
+
+
+def write_ledger(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write the ledger atomically, one sorted-key JSON object per line."""
+    from ipd.io import atomic_write_text
+
+    return atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))

@@ -2,6 +2,7 @@
 """Collect finished runs into a results table and plots.
 
     python scripts/results.py [--runs runs] [--out results] [--main ipd-3k,dt-3k,iql,bc,bc10]
+                              [--ledger results/runs.jsonl]
 
 Reads every ``metrics.json`` under ``--runs`` that has a ``normalized_score`` (written by
 ``scripts/train.py``), groups by (task, label) -- the label is ``logging.label`` when a run set
@@ -11,6 +12,11 @@ one column per algo), the mean wall time of each stage per (task, label) from th
 runs used, ``<out>/scores.png`` (per-task bars) and ``<out>/curves.png`` (action-regression loss
 and periodic-evaluation curves from each run's ``metrics.csv``).
 
+``--ledger`` keeps every run's score and stage wall times in a committed JSON-lines file and
+tabulates the ledger merged with the runs found now, so a table can combine seeds run on
+different machines (``runs/`` stays on the machine that made it). One row per (task, label,
+seed): the latest run.
+
 The score of a run is its **final** evaluation, after the last update (not the best periodic one;
 CORL reports the last, QT the best).
 """
@@ -19,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ipd.rundir import finished_runs
+from ipd.rundir import LEDGER_STAGES, finished_runs, merge_ledger, read_ledger, write_ledger
 
 
 def _group(rows: list[dict]) -> tuple[dict[tuple[str, str], list[dict]], list[str], list[str]]:
@@ -99,12 +104,13 @@ def arms_table(rows: list[dict], exclude: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STAGES = ("world_model", "value", "augment", "policy", "bc")
+STAGES = LEDGER_STAGES
 
 
 def stage_times(rows: list[dict]) -> str:
-    """Mean wall time (minutes) of each stage's artifact per (task, label); a shared artifact is
-    counted in every run that used it, since that is what one run of that label costs."""
+    """Mean wall time (minutes) of each stage's artifact per (task, label) (ledger rows'
+    ``stage_wall_s``); a shared artifact is counted in every run that used it, since that is what
+    one run of that label costs."""
     by, tasks, labels = _group(rows)
     lines = ["| task | label | " + " | ".join(STAGES) + " |", "| --- | --- |" + " --- |" * len(STAGES)]
     for t in tasks:
@@ -114,21 +120,10 @@ def stage_times(rows: list[dict]) -> str:
                 continue
             cells = []
             for stage in STAGES:
-                times = [_artifact_time(r, stage) for r in runs]
-                times = [x for x in times if x is not None]
+                times = [r["stage_wall_s"][stage] for r in runs if stage in (r.get("stage_wall_s") or {})]
                 cells.append(f"{np.mean(times) / 60:.1f}" if times else "–")
             lines.append(f"| {t} | {a} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\nWall time in minutes per stage (one CPU core per run).\n"
-
-
-def _artifact_time(run: dict, stage: str) -> float | None:
-    path = (run.get("artifacts") or {}).get(stage)
-    if not path:
-        return None
-    try:
-        return float(json.loads((Path(path) / "metrics.json").read_text())["wall_time_s"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
 
 
 def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -149,9 +144,11 @@ LOSS_KEY = "policy/bc_loss"  # action regression, comparable across dt / ipd (ip
 EVAL_KEY = "policy/eval/normalized_score"  # periodic evaluation (policy.eval_episodes > 0)
 
 
-def plot(rows: list[dict], out: Path, labels: list[str] | None = None) -> dict[str, int]:
-    """Write scores.png (all labels, or ``labels``) and curves.png; return how many runs each curve
-    panel found."""
+def plot(
+    rows: list[dict], local_runs: list[dict], out: Path, labels: list[str] | None = None
+) -> dict[str, int]:
+    """Write scores.png (``rows``: all labels, or ``labels``) and curves.png (the ``metrics.csv`` of
+    the runs present here); return how many runs each curve panel found."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,7 +174,7 @@ def plot(rows: list[dict], out: Path, labels: list[str] | None = None) -> dict[s
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     found = {LOSS_KEY: 0, EVAL_KEY: 0}
-    for r in rows:
+    for r in local_runs:
         label = f"{r['task']}/{r['label']}/s{r.get('seed', '?')}"
         for ax, key in zip(axes, found, strict=True):
             x, y = read_curve(Path(r["run_dir"]), key)
@@ -208,10 +205,27 @@ def main() -> None:
         help="comma-separated labels of the main table and scores.png (e.g. ipd-3k,dt-3k,iql,bc,bc10); "
         "the other labels go to a second table, one line per (task, label). Default: all in one table.",
     )
+    ap.add_argument(
+        "--ledger",
+        default=None,
+        type=Path,
+        help="JSON-lines ledger of runs (e.g. results/runs.jsonl): read, merged with the runs under --runs "
+        "(the latest run per task, label and seed) and written back; the tables come from the merge.",
+    )
     args = ap.parse_args()
-    rows = finished_runs(args.runs)
+    local_runs = finished_runs(args.runs)
+    try:
+        ledger = read_ledger(args.ledger) if args.ledger else []
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
+    rows = merge_ledger(ledger, local_runs)
     if not rows:
-        raise SystemExit(f"error: no finished runs (metrics.json with normalized_score) under {args.runs}")
+        raise SystemExit(
+            f"error: no finished runs (metrics.json with normalized_score) under {args.runs}"
+            + (f" and no rows in {args.ledger}" if args.ledger else "")
+        )
+    if args.ledger:
+        write_ledger(args.ledger, rows)
     args.out.mkdir(parents=True, exist_ok=True)
     main_labels = [s.strip() for s in args.main.split(",") if s.strip()] if args.main else None
     md = table(rows, main_labels)
@@ -219,10 +233,13 @@ def main() -> None:
         md += "\n## Other labels (ablation arms)\n\n" + arms_table(rows, main_labels)
     md += "\n" + stage_times(rows)
     (args.out / "results.md").write_text(md)
-    curves = plot(rows, args.out, main_labels)
+    curves = plot(rows, local_runs, args.out, main_labels)
     print(md)
     print(", ".join(f"{k}: {v}" for k, v in curves.items()))
-    print(f"wrote {args.out / 'results.md'}, {args.out / 'scores.png'}, {args.out / 'curves.png'}")
+    ledger_note = f", {args.ledger} ({len(rows)} rows)" if args.ledger else ""
+    print(
+        f"wrote {args.out / 'results.md'}, {args.out / 'scores.png'}, {args.out / 'curves.png'}{ledger_note}"
+    )
 
 
 if __name__ == "__main__":

@@ -86,3 +86,83 @@ def test_results_without_runs_fails_clearly(tmp_path):
         text=True,
     )
     assert proc.returncode != 0 and "no finished runs" in proc.stderr
+
+
+def _run_row(task: str, label: str, seed: int, score: float, run: str | None) -> dict:
+    return {"task": task, "label": label, "algo": label, "seed": seed, "normalized_score": score, "run": run}
+
+
+def test_ledger_merge_keeps_the_latest_run_per_seed():
+    from ipd.rundir import merge_ledger
+
+    ledger = [
+        _run_row("hopper-medium", "dt", 0, 10.0, None),  # back-filled: no run name, the oldest
+        _run_row("hopper-medium", "dt", 1, 20.0, "2026-01-02_00-00-00-000000_aaaaaa"),
+    ]
+    runs = [
+        {
+            **_run_row("hopper-medium", "dt", 0, 11.0, None),
+            "run_dir": "runs/x/2026-01-01_00-00-00-000000_bbbbbb",
+        },
+        {
+            **_run_row("hopper-medium", "dt", 1, 21.0, None),
+            "run_dir": "runs/x/2026-01-01_00-00-00-000000_cccccc",
+        },
+        {
+            **_run_row("hopper-medium", "dt", 2, 30.0, None),
+            "run_dir": "runs/x/2026-01-03_00-00-00-000000_dddddd",
+        },
+    ]
+    merged = merge_ledger(ledger, runs)
+    assert [(r["seed"], r["normalized_score"]) for r in merged] == [(0, 11.0), (1, 20.0), (2, 30.0)]
+    assert merged[2]["run"] == "2026-01-03_00-00-00-000000_dddddd" and "run_dir" not in merged[2]
+
+
+def test_ledger_rejects_a_bad_line_by_number(tmp_path):
+    import pytest
+
+    from ipd.rundir import read_ledger
+
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(_run_row("hopper-medium", "dt", 0, 1.0, None)) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"runs.jsonl:2: not a JSON line"):
+        read_ledger(path)
+    path.write_text('{"task": "hopper-medium"}\n')
+    with pytest.raises(ValueError, match=r":1: a ledger row needs task, label and normalized_score"):
+        read_ledger(path)
+    assert read_ledger(tmp_path / "missing.jsonl") == []
+
+
+def test_results_ledger_combines_committed_and_local_runs(tmp_path):
+    """A seed recorded in the ledger (e.g. on another machine) and a seed run here make one cell,
+    with stage wall times from the ledger row and from the local run's artifact; the merged
+    ledger is written back."""
+    ledger = tmp_path / "runs.jsonl"
+    old = {**_run_row("hopper-medium", "ipd", 0, 60.0, None), "stage_wall_s": {"value": 600.0}}
+    ledger.write_text(json.dumps(old) + "\n")
+    runs = tmp_path / "runs"
+    art = runs / "hopper-medium" / "value" / "h"
+    art.mkdir(parents=True)
+    (art / "metrics.json").write_text(json.dumps({"wall_time_s": 1200.0}))
+    d = runs / "hopper-medium" / "train" / "ipd" / "2026-01-01_00-00-00-000000_abcdef_seed1"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(
+        json.dumps({**_run_row("hopper-medium", "ipd", 1, 70.0, None), "artifacts": {"value": str(art)}})
+    )
+    out = tmp_path / "results"
+    argv = [sys.executable, str(ROOT / "scripts" / "results.py"), "--runs", str(runs), "--out", str(out)]
+    proc = subprocess.run([*argv, "--ledger", str(ledger)], capture_output=True, text=True, check=True)
+    md = (out / "results.md").read_text()
+    assert "| hopper-medium | 65.0 ± 5.0 (n=2) |" in md
+    assert "| hopper-medium | ipd | – | 15.0 | – | – | – |" in md  # mean of 10 and 20 minutes
+    rows = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [(r["seed"], r["stage_wall_s"]) for r in rows] == [(0, {"value": 600.0}), (1, {"value": 1200.0})]
+    assert "(2 rows)" in proc.stdout
+    # Without local runs the ledger alone rebuilds the same table.
+    subprocess.run(
+        [*argv[:2], "--runs", str(tmp_path / "none"), "--out", str(out), "--ledger", str(ledger)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "| hopper-medium | 65.0 ± 5.0 (n=2) |" in (out / "results.md").read_text()
