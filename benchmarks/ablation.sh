@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Stage-3 ablation on one task. The default token (G_t undiscounted, 0.99-expectile V* at inference)
-# without the imagined data and without the Q-term; the G_t token with the critic's gamma and/or
-# the 0.9 expectile, or with the IQL V at inference (which needs the critic's gamma); the
-# state-value token (with and without the imagined data, the Q-term, the 20% imagined share); and
-# RTG conditioning on the augmented data; an EMA (decay 0.998) of the policy weights. Stages 1-2
-# are shared (same config hash), so only the distillation runs again. Runs go two at a time, one
-# thread each. Every arm spells out the knobs it changes, so arms keep their meaning when defaults move.
+# without the imagined data, without the Q-term, or with alpha 1, 3 or 10 (the alpha sweep); the
+# G_t token with the critic's gamma and/or the 0.9 expectile, or with the IQL V at inference (which
+# needs the critic's gamma); the state-value token (with and without the imagined data, the Q-term,
+# the 20% imagined share); RTG conditioning on the augmented data; an EMA (decay 0.998) of the
+# policy weights. Stages 1-2 are shared (same config hash), so only the distillation runs again.
+# Runs go two at a time, one thread each. Every arm spells out the knobs it changes, so arms keep
+# their meaning when defaults move.
 # Usage: [ARMS="noaug ema0.998"] bash benchmarks/ablation.sh <budget> <task> [<seed>...]
 #   budget: cpu3k | cpu | paper; ARMS: a subset of the arms below (default: all).
 # Each run is labelled ipd-<arm><suffix> (logging.label), a column of `python scripts/results.py`.
@@ -18,6 +19,9 @@ mkdir -p runs/logs
 declare -A arms=(
   [noaug]="policy.use_augmented=false"
   [alpha0]="policy.train.alpha=0"
+  [alpha1]="policy.train.alpha=1.0"
+  [alpha3]="policy.train.alpha=3.0"
+  [alpha10]="policy.train.alpha=10.0"
   [value-iql]="policy.condition=value policy.token_gamma=null policy.inference_value=iql"
   [value]="policy.condition=value policy.token_gamma=null policy.token_expectile=0.9"
   [value-gamma1]="policy.condition=value policy.token_gamma=1.0 policy.token_expectile=0.9"

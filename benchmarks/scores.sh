@@ -8,7 +8,8 @@
 #   the IQL run trains the value function, and the IPD run (listed after it) trains the world model,
 #   then reuses that value function (it waits on the artifact's lock if the IQL run still holds it).
 #   Labels: ipd<suffix>, dt<suffix>, iql, bc, bc10; every run prints its JSON line (or FAILED), and
-#   `python scripts/results.py --runs runs --out results` tabulates them (final evaluation, mean ± std
+#   `python scripts/results.py --runs runs --out results --ledger results/runs.jsonl` records them in
+#   the committed ledger and tabulates them (final evaluation, mean ± std
 #   over seeds) with the wall time of each stage.
 set -euo pipefail
 budget=${1:-cpu3k}; tasks=${2:-hopper-medium}; shift 2 || true
