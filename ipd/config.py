@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,38 @@ def load_config(overrides: list[str] | None = None, config_name: str = "train") 
 def to_plain(cfg: DictConfig | dict) -> dict:
     """A resolved plain dict (for hashing, json and logging)."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def _float_fields(cls: type) -> set[str]:
+    """Fields of a config dataclass annotated ``float`` (or ``float | None``)."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name
+        for f in dataclasses.fields(cls)
+        if hints.get(f.name) is float or float in typing.get_args(hints.get(f.name))
+    }
+
+
+def canonical(node: Any) -> Any:
+    """A plain config with every int in a ``float`` field of its ``_target_`` dataclass made a float.
+
+    YAML and the command line read ``alpha=0`` as an int and ``alpha=0.0`` as a float; the
+    dataclass treats them alike, so the artifact hash (:func:`ipd.artifacts.config_hash`) must
+    too, or a sweep would train the same stage twice. Unknown targets are left as they are
+    (:func:`validate_config` reports them)."""
+    if isinstance(node, list):
+        return [canonical(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: canonical(v) for k, v in node.items()}
+    try:
+        floats = _float_fields(resolve_target(out["_target_"])) if "_target_" in out else set()
+    except ConfigError:
+        floats = set()
+    for key in floats & out.keys():
+        if isinstance(out[key], int) and not isinstance(out[key], bool):
+            out[key] = float(out[key])
+    return out
 
 
 def resolve_target(path: str, key: str = "?") -> type:

@@ -23,7 +23,14 @@ import torch
 from omegaconf import DictConfig
 
 from ipd.artifacts import Artifact, ArtifactStore, dataset_fingerprint
-from ipd.config import ConfigError, load_config, section, to_plain, validate_config  # noqa: F401 (API)
+from ipd.config import (  # noqa: F401 (API)
+    ConfigError,
+    canonical,
+    load_config,
+    section,
+    to_plain,
+    validate_config,
+)
 from ipd.data import DatasetError, Normalizer, Transitions, open_dataset, read_hdf5, resolve_task, write_hdf5
 from ipd.distill import distill_policy
 from ipd.evaluation import EvalResult, evaluate_with_config
@@ -61,7 +68,13 @@ class Context:
         return int(self.cfg.seed)
 
     def stage_config(self, key: str, **parents: str) -> dict:
-        return {key: to_plain(self.cfg[key]), "seed": self.seed, "data": self.fingerprint, **parents}
+        # canonical: alpha=0 and alpha=0.0 are the same config, so they hash alike.
+        return {
+            key: canonical(to_plain(self.cfg[key])),
+            "seed": self.seed,
+            "data": self.fingerprint,
+            **parents,
+        }
 
     def log(self, metrics: dict, step: int, prefix: str) -> None:
         if self.logger is not None:
@@ -162,7 +175,7 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
         iql, iql_art = learn_value(ctx)
     aug_cfg = section(ctx.cfg, "augment")
     parents = {"world_model_hash": wm_art.hash, "value_hash": iql_art.hash}
-    conf = {**ctx.stage_config("augment", **parents), "planner": to_plain(ctx.cfg.planner)}
+    conf = {**ctx.stage_config("augment", **parents), "planner": canonical(to_plain(ctx.cfg.planner))}
     art = ctx.store.artifact(ctx.task.name, "augment", conf)
     with ctx.store.lock(art):
         if not _reuse(art, "augment"):

@@ -13,7 +13,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from ipd.artifacts import ArtifactStore, config_hash
-from ipd.config import CONFIG_DIR, SECTIONS, ConfigError, load_config, section, validate_config
+from ipd.config import (
+    CONFIG_DIR,
+    SECTIONS,
+    ConfigError,
+    canonical,
+    load_config,
+    section,
+    to_plain,
+    validate_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -199,6 +208,19 @@ def test_artifact_hash_and_lock(tmp_path):
         a.finish({"ok": 1})
     assert a.done and a.metrics() == {"ok": 1}
     assert store.artifact("hopper-medium", "value", {"x": 2}).path != a.path
+
+
+def test_int_and_float_spellings_of_a_float_field_hash_alike():
+    """alpha=0 and alpha=0.0 are one config: the artifact hash must not train the stage twice."""
+    as_int, as_float, other = (
+        config_hash(canonical(to_plain(load_config(["algo=ipd", f"policy.train.alpha={a}"]).policy)))
+        for a in ("3", "3.0", "3.5")
+    )
+    assert as_int == as_float != other
+    # Int fields stay ints, bools stay bools, and a section without a known _target_ is left alone.
+    node = {"_target_": "ipd.models.sequence_trainer.SequenceTrainConfig", "num_updates": 5, "amp_bf16": True}
+    assert canonical(node) == node and type(canonical(node)["num_updates"]) is int
+    assert canonical({"_target_": "nowhere.Config", "alpha": 0}) == {"_target_": "nowhere.Config", "alpha": 0}
 
 
 @pytest.mark.parametrize(
