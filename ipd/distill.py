@@ -22,7 +22,12 @@ typed arguments (the dataset, the stage-1 value learner, the DT and trainer conf
   episode that falls at step 300 from one that runs 1000 steps. Undiscounted (``token_gamma=1``)
   it scored 55.9 / 53.7 (seeds 0, 1) with τ = 0.9 and 70.4 / 51.3 / 78.1 (seeds 0–2, mean 66.6)
   with τ = 0.99, the default: asking for the near-best return seen from a state is what DT's
-  high target return does, but learned per state instead of tuned per task.
+  high target return does, but learned per state instead of tuned per task. On the real rows of
+  D4RL-protocol data the undiscounted G_t *is* DT's return-to-go: episodes end at a terminal
+  (no bootstrap) or at the 1000-step limit (no steps left to bootstrap), except the one episode
+  cut by the end of the file (hopper-medium: 2,118 terminal and 231 time-limit ends, 1 cut). The
+  token differs from DT's only on stitched trajectories, so without imagined data IPD is DT with
+  standardised tokens and a learned inference token.
 - ``state_value``. V(s_t) from the IQL value in training and at inference, standardised. The
   token is a function of the state, so it adds no information the transformer could not compute
   (the policy is state-history cloning of the augmented data). On hopper-medium it scored 94.4,
