@@ -67,14 +67,12 @@ class Context:
     def seed(self) -> int:
         return int(self.cfg.seed)
 
+    def plain(self, key: str) -> dict:
+        """Section ``key`` as hashed: canonical, so alpha=0 and alpha=0.0 hash alike."""
+        return canonical(to_plain(self.cfg[key]))
+
     def stage_config(self, key: str, **parents: str) -> dict:
-        # canonical: alpha=0 and alpha=0.0 are the same config, so they hash alike.
-        return {
-            key: canonical(to_plain(self.cfg[key])),
-            "seed": self.seed,
-            "data": self.fingerprint,
-            **parents,
-        }
+        return {key: self.plain(key), "seed": self.seed, "data": self.fingerprint, **parents}
 
     def log(self, metrics: dict, step: int, prefix: str) -> None:
         if self.logger is not None:
@@ -175,7 +173,7 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
         iql, iql_art = learn_value(ctx)
     aug_cfg = section(ctx.cfg, "augment")
     parents = {"world_model_hash": wm_art.hash, "value_hash": iql_art.hash}
-    conf = {**ctx.stage_config("augment", **parents), "planner": canonical(to_plain(ctx.cfg.planner))}
+    conf = {**ctx.stage_config("augment", **parents), "planner": ctx.plain("planner")}
     art = ctx.store.artifact(ctx.task.name, "augment", conf)
     with ctx.store.lock(art):
         if not _reuse(art, "augment"):

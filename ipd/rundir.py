@@ -82,11 +82,12 @@ def finished_runs(runs: str | os.PathLike) -> list[dict]:
 
 # Stages whose artifact wall time a ledger row keeps (see scripts/results.py).
 LEDGER_STAGES = ("world_model", "value", "augment", "policy", "bc")
-# The fields of a run that the ledger keeps: enough to rebuild every results table without the
-# run dirs, which stay on the machine that made them (``runs/`` is not committed).
+# The fields of a run's metrics.json that the ledger keeps (plus ``run`` and ``stage_wall_s``):
+# enough to rebuild every results table without the run dirs, which stay on the machine that
+# made them (``runs/`` is not committed).
 LEDGER_FIELDS = (
     "task", "label", "algo", "seed", "normalized_score", "normalized_score_std", "episodes",
-    "env_id", "score_reference", "run", "stage_wall_s", "source",
+    "env_id", "score_reference",
 )  # fmt: skip
 
 
@@ -100,9 +101,7 @@ def ledger_row(run: dict) -> dict:
         except (OSError, KeyError, ValueError, TypeError):
             continue
     row = {k: run[k] for k in LEDGER_FIELDS if k in run}
-    row["run"] = run.get("run") or Path(run.get("run_dir", "")).name  # the time-stamped dir name
-    row["stage_wall_s"] = run.get("stage_wall_s") or walls
-    return row
+    return {**row, "run": Path(run["run_dir"]).name, "stage_wall_s": walls}  # run: the time-stamped dir
 
 
 def read_ledger(path: str | os.PathLike) -> list[dict]:

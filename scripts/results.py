@@ -104,22 +104,22 @@ def arms_table(rows: list[dict], exclude: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STAGES = LEDGER_STAGES
-
-
 def stage_times(rows: list[dict]) -> str:
     """Mean wall time (minutes) of each stage's artifact per (task, label) (ledger rows'
     ``stage_wall_s``); a shared artifact is counted in every run that used it, since that is what
     one run of that label costs."""
     by, tasks, labels = _group(rows)
-    lines = ["| task | label | " + " | ".join(STAGES) + " |", "| --- | --- |" + " --- |" * len(STAGES)]
+    lines = [
+        "| task | label | " + " | ".join(LEDGER_STAGES) + " |",
+        "| --- | --- |" + " --- |" * len(LEDGER_STAGES),
+    ]
     for t in tasks:
         for a in labels:
             runs = by.get((t, a))
             if not runs:
                 continue
             cells = []
-            for stage in STAGES:
+            for stage in LEDGER_STAGES:
                 times = [r["stage_wall_s"][stage] for r in runs if stage in (r.get("stage_wall_s") or {})]
                 cells.append(f"{np.mean(times) / 60:.1f}" if times else "–")
             lines.append(f"| {t} | {a} | " + " | ".join(cells) + " |")
