@@ -132,7 +132,14 @@ def merge_ledger(ledger: list[dict], runs: list[dict]) -> list[dict]:
         key = (row.get("task"), row["label"], row.get("seed"))
         if key not in latest or str(row.get("run") or "") >= str(latest[key].get("run") or ""):
             latest[key] = row
-    return sorted(latest.values(), key=lambda r: (r["task"], r["label"], str(r.get("seed"))))
+    return sorted(latest.values(), key=_ledger_order)
+
+
+def _ledger_order(row: dict) -> tuple:
+    """Task, label, then seed as a number (seed 10 after seed 2), non-integer seeds last."""
+    seed = row.get("seed")
+    numeric = isinstance(seed, int) and not isinstance(seed, bool)
+    return (row["task"], row["label"], not numeric, seed if numeric else 0, str(seed))
 
 
 def write_ledger(path: str | os.PathLike, rows: list[dict]) -> Path:

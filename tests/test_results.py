@@ -166,3 +166,10 @@ def test_results_ledger_combines_committed_and_local_runs(tmp_path):
         check=True,
     )
     assert "| hopper-medium | 65.0 ± 5.0 (n=2) |" in (out / "results.md").read_text()
+
+
+def test_ledger_sorts_seeds_as_numbers():
+    from ipd.rundir import merge_ledger
+
+    rows = [_run_row("hopper-medium", "dt", s, float(s), None) for s in (10, 2, 0)]
+    assert [r["seed"] for r in merge_ledger(rows, [])] == [0, 2, 10]
