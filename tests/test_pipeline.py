@@ -109,7 +109,7 @@ def test_dt_vs_ipd_switch_by_config_alone():
     ipd = load_config(["algo=ipd"])
     dt = load_config(["algo=dt"])
     assert ipd.policy.condition == "value" and ipd.policy.token_gamma == 1.0 and ipd.policy.use_augmented
-    assert ipd.policy.train.alpha == ipd.task.alpha  # the per-task Q-term weight (hopper-medium: 0)
+    assert ipd.policy.train.alpha == ipd.task.alpha  # the per-task Q-term weight (hopper-medium: 3)
     assert load_config(["algo=ipd", "task=walker2d-medium"]).policy.train.alpha > 0
     assert dt.policy.condition == "rtg" and not dt.policy.use_augmented and dt.policy.train.alpha == 0
 
