@@ -20,7 +20,7 @@ typed arguments (the dataset, the stage-1 value learner, the DT and trainer conf
   Measured on hopper-medium (cpu3k budget, README): with the critic's γ = 0.99 it failed (39.6
   over 30 episodes, seed 0; τ = 0.99 did not help, 37.2): that ~100-step horizon cannot tell an
   episode that falls at step 300 from one that runs 1000 steps. Undiscounted (``token_gamma=1``)
-  it scored 55.9 / 53.7 (seeds 0, 1) with τ = 0.9 and 70.4 / 51.3 / 78.1 (seeds 0–2, mean 66.6)
+  it scored 55.9 / 53.7 (seeds 0, 1) with τ = 0.9 and 70.4 / 51.3 / 78.1 (seeds 0–2, mean 66.6; α = 0)
   with τ = 0.99, the default: asking for the near-best return seen from a state is what DT's
   high target return does, but learned per state instead of tuned per task. On the real rows of
   D4RL-protocol data the undiscounted G_t *is* DT's return-to-go: episodes end at a terminal
