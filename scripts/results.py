@@ -2,7 +2,7 @@
 """Collect finished runs into a results table and plots.
 
     python scripts/results.py [--runs runs] [--out results] [--main ipd-3k,dt-3k,iql,bc,bc10]
-                              [--ledger results/runs.jsonl]
+                              [--ledger results/runs.jsonl] [--compare ipd-3k:dt-3k,ipd-3k:bc10]
 
 Reads every ``metrics.json`` under ``--runs`` that has a ``normalized_score`` (written by
 ``scripts/train.py``), groups by (task, label) -- the label is ``logging.label`` when a run set
@@ -17,6 +17,9 @@ tabulates the ledger merged with the runs found now, so a table can combine seed
 different machines (``runs/`` stays on the machine that made it). One row per (task, label,
 seed): the latest run.
 
+``--compare A:B,...`` adds, per task and for the mean over tasks, the difference A − B with a 95%
+stratified bootstrap interval over seeds and the probability of improvement (``ipd.compare``).
+
 The score of a run is its **final** evaluation, after the last update (not the best periodic one;
 CORL reports the last, QT the best).
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ipd.compare import compare_labels
 from ipd.rundir import LEDGER_STAGES, finished_runs, merge_ledger, read_ledger, write_ledger
 
 
@@ -126,6 +130,45 @@ def stage_times(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\nWall time in minutes per stage (one CPU core per run).\n"
 
 
+def comparisons_table(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
+    """Per pair (A, B) and task: mean(A) − mean(B) with its 95% stratified bootstrap interval and
+    the probability of improvement (``ipd.compare``), then the same for the mean over tasks."""
+    by, _, _ = _group(rows)
+    lines = [
+        "| A vs B | task | seeds A / B | A − B | 95% bootstrap CI | P(A > B) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def scores(label: str) -> dict[str, list[float]]:
+        return {t: [float(r["normalized_score"]) for r in rs] for (t, lab), rs in by.items() if lab == label}
+
+    for a, b in pairs:
+        for c in compare_labels(scores(a), scores(b)):
+            lines.append(
+                f"| {a} vs {b} | {c.task} | {c.n_a} / {c.n_b} | {c.difference:+.1f} "
+                f"| [{c.ci_low:+.1f}, {c.ci_high:+.1f}] | {c.prob_improvement:.2f} |"
+            )
+    note = (
+        "\nCI: percentile interval of 10,000 stratified bootstrap resamples of the seeds (each label and "
+        "task resampled on its own); P(A > B): the share of (seed of A, seed of B) pairs where A scores "
+        "higher, ties ½, averaged over tasks for the mean (Agarwal et al., 2021). An interval that "
+        "contains 0 does not separate A from B.\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def _pairs(spec: str | None) -> list[tuple[str, str]]:
+    pairs = []
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        a, sep, b = item.strip().partition(":")
+        if not sep or not a or not b or ":" in b:
+            raise SystemExit(f"error: --compare takes A:B pairs separated by commas, got '{item.strip()}'")
+        pairs.append((a, b))
+    return pairs
+
+
 def read_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     path = run_dir / "metrics.csv"
     if not path.is_file():
@@ -212,7 +255,14 @@ def main() -> None:
         help="JSON-lines ledger of runs (e.g. results/runs.jsonl): read, merged with the runs under --runs "
         "(the latest run per task, label and seed) and written back; the tables come from the merge.",
     )
+    ap.add_argument(
+        "--compare",
+        default=None,
+        help="comma-separated A:B label pairs (e.g. ipd-3k:dt-3k,ipd-3k:bc10): per task and for the mean "
+        "over tasks, A − B with a 95%% bootstrap interval over seeds and P(A > B).",
+    )
     args = ap.parse_args()
+    pairs = _pairs(args.compare)
     local_runs = finished_runs(args.runs)
     try:
         ledger = read_ledger(args.ledger) if args.ledger else []
@@ -231,6 +281,8 @@ def main() -> None:
     md = table(rows, main_labels)
     if main_labels:
         md += "\n## Other labels (ablation arms)\n\n" + arms_table(rows, main_labels)
+    if pairs:
+        md += "\n## Comparisons\n\n" + comparisons_table(rows, pairs)
     md += "\n" + stage_times(rows)
     (args.out / "results.md").write_text(md)
     curves = plot(rows, local_runs, args.out, main_labels)
