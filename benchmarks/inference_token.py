@@ -9,12 +9,17 @@ predicts (``policy.condition=value``). This script takes the finished train runs
 2. ``target``: the same network with plain DT's hand-tuned token, a target return (default: the
    task config's ``target_return``, the DT paper's value) decremented by the rewards received.
 
+3. ``timed`` (with ``--timed-head``): the same network with a V*(s, t) head refitted on the run's
+   own training tokens (same τ, updates and seed as its bundled head, plus the episode step as an
+   input: ``policy.token_head_time``), rebuilt from the run's value and augment artifacts.
+
 If ``target`` scores much higher, the learned token is what holds the policy back; if they
 match, the score is set by what the network learned (data, objective, seed). The ratio printed
 is learned / target; throughput is env steps per second of the re-evaluations.
 
     python benchmarks/inference_token.py --task hopper-medium --label ipd-3k
     python benchmarks/inference_token.py --task hopper-medium --label ipd-noaug-3k --target 3000
+    python benchmarks/inference_token.py --task hopper-medium --label ipd-3k --timed-head
 """
 
 from __future__ import annotations
@@ -29,8 +34,12 @@ import numpy as np
 import torch
 import yaml
 
+from ipd.data import Trajectories, load_dataset, read_hdf5
+from ipd.distill import DistillConfig, conditioning_tokens
 from ipd.evaluation import evaluate_policy
 from ipd.models.policies import DTPolicy, load_policy
+from ipd.models.value import IQLLearner
+from ipd.models.value_head import ValueHeadConfig, fit_value_head
 from ipd.rundir import finished_runs
 from ipd.tasks import get_task
 
@@ -50,12 +59,41 @@ def with_target_return(policy: DTPolicy, target: float) -> DTPolicy:
     return DTPolicy(policy.model, policy.state_normalizer, cond, None, policy.device)
 
 
+def timed_head_policy(run: dict, policy: DTPolicy) -> DTPolicy:
+    """``policy`` with a V*(s, t) head fitted to the run's training tokens (see the docstring)."""
+    arts = run.get("artifacts") or {}
+    if "value" not in arts or "policy" not in arts:
+        raise SystemExit(
+            f"error: {run['run_dir']} records no value/policy artifacts to rebuild its tokens from"
+        )
+    pol_cfg = yaml.safe_load((Path(arts["policy"]) / "config.yaml").read_text())["policy"]
+    val_cfg = yaml.safe_load((Path(arts["value"]) / "config.yaml").read_text())["value"]
+    fields = {f.name for f in dataclasses.fields(DistillConfig)}
+    dcfg = DistillConfig(**{k: v for k, v in pol_cfg.items() if k in fields})
+    if "augment" in arts and dcfg.use_augmented:
+        dataset = read_hdf5(Path(arts["augment"]) / "augmented.hdf5")
+    else:
+        dataset = load_dataset(run["task"])
+    iql = IQLLearner.load(Path(arts["value"]) / "iql.pt")
+    traj = Trajectories.from_transitions(dataset)
+    max_t = int(pol_cfg["model"]["max_timestep"])
+    tokens = conditioning_tokens(traj, dcfg, iql, float(val_cfg["gamma"]), max_t)
+    head_cfg = ValueHeadConfig(
+        dcfg.token_expectile, num_updates=dcfg.token_head_updates, seed=int(run["seed"])
+    )
+    head, _ = fit_value_head(
+        traj.transitions.observations, tokens, head_cfg, "cpu", False, traj.timesteps, max_t
+    )
+    return DTPolicy(policy.model, policy.state_normalizer, policy.cond, head, policy.device)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--task", default="hopper-medium")
     ap.add_argument("--label", default="ipd-3k", help="logging.label of the runs (default: ipd-3k)")
     ap.add_argument("--target", type=float, default=None, help="target return (default: the task's)")
+    ap.add_argument("--timed-head", action="store_true", help="also evaluate with a refitted V*(s, t) head")
     args = ap.parse_args()
     torch.set_num_threads(1)
     runs = [r for r in finished_runs(args.runs) if r["task"] == args.task and r["label"] == args.label]
@@ -71,13 +109,17 @@ def main() -> None:
             raise SystemExit(f"error: {run['checkpoint']} is not a value-conditioned DT policy")
         episodes, seed = int(run["eval"]["episodes"]), int(run["eval"]["seed"])
         scores = {}
-        for name, p in (("learned", policy), ("target", with_target_return(policy, target))):
+        arms = [("learned", policy), ("target", with_target_return(policy, target))]
+        if args.timed_head:
+            arms.append(("timed", timed_head_policy(run, policy)))
+        for name, p in arms:
             res = evaluate_policy(p, task, episodes, seed=seed, progress=False)
             scores[name], steps = res.normalized_mean, steps + int(res.lengths.sum())
         rows.append({"seed": run["seed"], "recorded": run["normalized_score"], **scores})
         print(
             f"seed {run['seed']}: recorded {run['normalized_score']:.1f}  learned {scores['learned']:.1f}"
             f"  target {target:g}: {scores['target']:.1f}"
+            + (f"  timed head: {scores['timed']:.1f}" if "timed" in scores else "")
         )
     learned, tuned = (float(np.mean([r[k] for r in rows])) for k in ("learned", "target"))
     wall = time.perf_counter() - t0
@@ -85,12 +127,17 @@ def main() -> None:
         f"mean over {len(rows)} seeds: learned {learned:.1f}  target {tuned:.1f}  "
         f"ratio learned/target {learned / max(tuned, 1e-9):.2f}  ({steps / wall:.0f} env steps/s)"
     )
+    timed = float(np.mean([r["timed"] for r in rows])) if args.timed_head else None
+    if timed is not None:
+        ratio = timed / max(learned, 1e-9)
+        print(f"mean over {len(rows)} seeds: timed head {timed:.1f}  ratio timed/learned {ratio:.2f}")
     summary = {
         "task": args.task,
         "label": args.label,
         "target_return": target,
         "learned_mean": learned,
         "target_mean": tuned,
+        "timed_mean": timed,
         "runs": rows,
         "env_steps_per_s": steps / wall,
     }

@@ -89,7 +89,8 @@ class DistillConfig:
     condition: the token (module docstring); inference_value: V* at test time for
     ``condition=value`` (expectile | iql); token_expectile: τ of the expectile head; token_gamma:
     discount of the value token (None: the critic's; 1: undiscounted, as DT's return-to-go);
-    token_head_updates: its training steps; imagined_share: probability of a window from a
+    token_head_updates: its training steps; token_head_time: the head also sees the episode step
+    (V*(s, t), :class:`ipd.models.value_head.TimedValue`); imagined_share: probability of a window from a
     stitched trajectory (None: length-proportional); use_augmented: train on the stage-2 dataset
     (else the original); finetune_critic: keep training the stage-1 critic during distillation;
     eval_episodes: episodes of each periodic evaluation (0 = none).
@@ -100,6 +101,7 @@ class DistillConfig:
     token_expectile: float = 0.99
     token_gamma: float | None = 1.0
     token_head_updates: int = 20_000
+    token_head_time: bool = False
     imagined_share: float | None = 0.2
     use_augmented: bool = True
     finetune_critic: bool = False
@@ -353,7 +355,10 @@ def distill_policy(
         head_cfg = ValueHeadConfig(
             distill_cfg.token_expectile, num_updates=distill_cfg.token_head_updates, seed=seed
         )
-        value_fn, head_metrics = fit_value_head(dataset.observations, tokens, head_cfg, device, progress)
+        steps = traj.timesteps if distill_cfg.token_head_time else None
+        value_fn, head_metrics = fit_value_head(
+            traj.transitions.observations, tokens, head_cfg, device, progress, steps, dt_cfg.max_timestep
+        )
         value_state = value_fn.state_dict()
         info |= head_metrics
     elif distill_cfg.inference_mode == "value":
@@ -361,7 +366,10 @@ def distill_policy(
     if value_fn is not None:  # how optimistic the inference token is relative to the training tokens
         # A strided sample of at most ~65k states: the mean is a diagnostic, not worth 1M evaluations.
         stride = max(1, len(dataset.observations) // 65536)
-        v_star = apply_in_chunks(value_fn, torch.as_tensor(dataset.observations[::stride]))
+        sample = [torch.as_tensor(traj.transitions.observations[::stride])]
+        if getattr(value_fn, "takes_timestep", False):
+            sample.append(torch.as_tensor(traj.timesteps[::stride]))
+        v_star = apply_in_chunks(value_fn, *sample)
         info["token_mean"], info["inference_token_mean"] = float(tokens.mean()), float(v_star.mean())
     critic = value.q_torch if (value is not None and train_cfg.alpha > 0) else None
     after_update = None

@@ -120,15 +120,25 @@ def test_q_action_shift_is_reported_and_scales_with_alpha(hopper_transitions):
 
 
 @pytest.mark.parametrize(
-    "condition, inference_value", [("value", "expectile"), ("value", "iql"), ("state_value", "expectile")]
+    "condition, inference_value, timed",
+    [
+        ("value", "expectile", False),
+        ("value", "expectile", True),
+        ("value", "iql", False),
+        ("state_value", "expectile", False),
+    ],
 )
-def test_distill_policy_end_to_end_and_checkpoint(hopper_transitions, tmp_path, condition, inference_value):
+def test_distill_policy_end_to_end_and_checkpoint(
+    hopper_transitions, tmp_path, condition, inference_value, timed
+):
     t = hopper_transitions
     iql = IQLLearner(t.obs_dim, t.act_dim, IQLConfig(hidden_dims=(32,), num_updates=50, log_every=50))
     iql.fit(t, progress=False)
     # the IQL V is on the critic's scale, so it serves only tokens with the critic's gamma
     token_gamma = None if inference_value == "iql" else 1.0
-    cfg = DistillConfig(condition, inference_value, token_gamma=token_gamma, token_head_updates=200)
+    cfg = DistillConfig(
+        condition, inference_value, token_gamma=token_gamma, token_head_updates=200, token_head_time=timed
+    )
     result = distill_policy(
         t,
         iql,
@@ -145,10 +155,17 @@ def test_distill_policy_end_to_end_and_checkpoint(hopper_transitions, tmp_path, 
     path = result.save(tmp_path / "policy.pt", extra={"task": "hopper-medium"})
     loaded = load_policy(path).policy
     obs = t.observations[:3]
-    expected = result.value_fn(torch.as_tensor(obs))
-    torch.testing.assert_close(loaded.value_fn(torch.as_tensor(obs)), expected)
+    args = (torch.as_tensor(obs),) + ((torch.tensor([0, 500, 999]),) if timed else ())
+    expected = result.value_fn(*args)
+    torch.testing.assert_close(loaded.value_fn(*args), expected)
+    assert getattr(loaded.value_fn, "takes_timestep", False) == timed
     loaded.reset(3)
     assert loaded.act(obs).shape == (3, t.act_dim)
+    if timed:  # the policy asks the head for V*(s_t, t) with each env's own step index
+        loaded.observe(np.zeros(3), np.zeros(3, bool))
+        loaded.act(obs)
+        enc = loaded.cond.encode(loaded.value_fn(torch.as_tensor(obs), torch.ones(3, dtype=torch.long)))
+        torch.testing.assert_close(loaded.conditioning[:, -1, 0], enc)
     with pytest.raises(ValueError, match="needs the stage-1 value"):
         distill_policy(t, None, DTConfig(context=4), SequenceTrainConfig(num_updates=1), cfg)
     with pytest.raises(ValueError, match="condition must be one of"):
@@ -184,3 +201,35 @@ def test_undiscounted_value_token_converts_the_bootstrap_to_the_time_left():
     assert at_limit[2] == pytest.approx(3.0)
     same = value_returns_to_go(traj, ConstValue(), g, token_gamma=g)
     np.testing.assert_allclose(same, value_returns_to_go(traj, ConstValue(), g))
+
+
+def test_timed_value_head_learns_what_the_state_alone_cannot_and_round_trips(tmp_path):
+    """Targets that depend only on the step (as undiscounted returns-to-go of running episodes do):
+    the V*(s, t) head fits them, the state-only head cannot; the head saves and loads by itself, and
+    a state-only reader refuses it by name."""
+    from ipd.io import CheckpointError, torch_load
+    from ipd.models.value_head import TimedValue, value_from_state_dict
+    from ipd.models.value_networks import IQLValue
+
+    rng = np.random.default_rng(0)
+    steps = rng.integers(0, 1000, 4096)
+    states = rng.normal(size=(4096, 3)).astype(np.float32)  # carry no information about t
+    targets = (1000 - steps).astype(np.float32) * 3.0
+    cfg = ValueHeadConfig(expectile=0.5, num_updates=1500, seed=0)
+    timed, _ = fit_value_head(states, targets, cfg, progress=False, timesteps=steps, max_timestep=1000)
+    plain, _ = fit_value_head(states, targets, cfg, progress=False)
+    assert isinstance(timed, TimedValue) and not isinstance(plain, TimedValue)
+    err_timed = np.abs(timed(torch.as_tensor(states), torch.as_tensor(steps)).numpy() - targets).mean()
+    err_plain = np.abs(plain(torch.as_tensor(states)).numpy() - targets).mean()
+    assert err_timed < 0.2 * err_plain, (err_timed, err_plain)
+    state = timed.state_dict()
+    torch.save(state, tmp_path / "head.pt")
+    back = value_from_state_dict(torch_load(tmp_path / "head.pt"))
+    x, t = torch.as_tensor(states[:5]), torch.as_tensor(steps[:5])
+    torch.testing.assert_close(back(x, t), timed(x, t))
+    with pytest.raises(ValueError, match="episode step"):
+        back(x)
+    with pytest.raises(CheckpointError, match="ipd.timed_value"):
+        IQLValue.from_state_dict(state)
+    with pytest.raises(ValueError, match="one timestep per state"):
+        fit_value_head(states, targets, cfg, progress=False, timesteps=steps[:10])

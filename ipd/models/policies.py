@@ -25,14 +25,15 @@ from ipd.models.base import Policy
 from ipd.models.bc import BCLearner
 from ipd.models.transformer import ConditioningConfig, DecisionTransformer, dt_from_checkpoint, load_dt
 from ipd.models.value import IQLLearner
-from ipd.models.value_networks import IQLValue
+from ipd.models.value_head import value_from_state_dict
 
 
 class DTPolicy:
     """:class:`ipd.models.base.Policy` over ``num_envs`` vectorised envs, keeping the last K steps.
 
     ``value_fn`` (mode ``"value"``): raw states [B,obs] on ``device`` -> V(s) [B] in env-return
-    units, e.g. the IQL learner's value; the token for step t is ``value_fn(s_t)``. In mode ``"rtg"``
+    units, e.g. the IQL learner's value; the token for step t is ``value_fn(s_t)``, or
+    ``value_fn(s_t, t)`` for a value function with ``takes_timestep`` (a timed head). In mode ``"rtg"``
     the token starts at ``target_return`` and ``observe`` subtracts the rewards. The model sees
     :meth:`ConditioningConfig.encode` of the token.
 
@@ -103,7 +104,9 @@ class DTPolicy:
                 f"observations shape {tuple(raw.shape)}, expected ({self.num_envs}, {self.model.obs_dim})"
             )
         if self.cond.mode == "value":
-            token = self.value_fn(raw).reshape(-1).to(self.device, torch.float32)
+            # A timed head (ipd.models.value_head.TimedValue) also needs the step within the episode.
+            args = (raw, self.t) if getattr(self.value_fn, "takes_timestep", False) else (raw,)
+            token = self.value_fn(*args).reshape(-1).to(self.device, torch.float32)
         else:
             token = self.rtg
         self.states = self._push(self.states, self.state_normalizer.normalize(raw))
@@ -145,7 +148,7 @@ def _dt_policy(blob: dict[str, Any], where: str | os.PathLike, device: torch.dev
     if b.conditioning.mode == "value":
         if "value_model" not in b.extra:
             raise CheckpointError(f"{where} is value-conditioned but bundles no value model; re-run distill.")
-        value_fn = IQLValue.from_state_dict(b.extra["value_model"], device)
+        value_fn = value_from_state_dict(b.extra["value_model"], device)
     return DTPolicy(b.model, b.state_normalizer, b.conditioning, value_fn=value_fn, device=device)
 
 
