@@ -9,9 +9,10 @@ predicts (``policy.condition=value``). This script takes the finished train runs
 2. ``target``: the same network with plain DT's hand-tuned token, a target return (default: the
    task config's ``target_return``, the DT paper's value) decremented by the rewards received.
 
-3. ``timed`` (with ``--timed-head``): the same network with a V*(s, t) head refitted on the run's
-   own training tokens (same τ, updates and seed as its bundled head, plus the episode step as an
-   input: ``policy.token_head_time``), rebuilt from the run's value and augment artifacts.
+3. ``timed`` / ``state`` (with ``--refit-head timed|state``): the same network with its V* head
+   refitted on the run's own training tokens (same τ, updates and seed as its bundled head), with
+   the episode step as an input (V*(s, t), ``policy.token_head_time=true``) or without (V*(s)),
+   rebuilt from the run's value and augment artifacts: the other head than the run's own.
 
 If ``target`` scores much higher, the learned token is what holds the policy back; if they
 match, the score is set by what the network learned (data, objective, seed). The ratio printed
@@ -19,7 +20,7 @@ is learned / target; throughput is env steps per second of the re-evaluations.
 
     python benchmarks/inference_token.py --task hopper-medium --label ipd-3k
     python benchmarks/inference_token.py --task hopper-medium --label ipd-noaug-3k --target 3000
-    python benchmarks/inference_token.py --task hopper-medium --label ipd-3k --timed-head
+    python benchmarks/inference_token.py --task hopper-medium --label ipd-3k --refit-head state
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def with_target_return(policy: DTPolicy, target: float) -> DTPolicy:
     return DTPolicy(policy.model, policy.state_normalizer, cond, None, policy.device)
 
 
-def timed_head_policy(run: dict, policy: DTPolicy) -> DTPolicy:
-    """``policy`` with a V*(s, t) head fitted to the run's training tokens (see the docstring)."""
+def refitted_head_policy(run: dict, policy: DTPolicy, timed: bool) -> DTPolicy:
+    """``policy`` with a V*(s, t) (``timed``) or V*(s) head fitted to the run's training tokens."""
     arts = run.get("artifacts") or {}
     if "value" not in arts or "policy" not in arts:
         raise SystemExit(
@@ -81,9 +82,8 @@ def timed_head_policy(run: dict, policy: DTPolicy) -> DTPolicy:
     head_cfg = ValueHeadConfig(
         dcfg.token_expectile, num_updates=dcfg.token_head_updates, seed=int(run["seed"])
     )
-    head, _ = fit_value_head(
-        traj.transitions.observations, tokens, head_cfg, "cpu", False, traj.timesteps, max_t
-    )
+    steps = traj.timesteps if timed else None
+    head, _ = fit_value_head(traj.transitions.observations, tokens, head_cfg, "cpu", False, steps, max_t)
     return DTPolicy(policy.model, policy.state_normalizer, policy.cond, head, policy.device)
 
 
@@ -93,7 +93,12 @@ def main() -> None:
     ap.add_argument("--task", default="hopper-medium")
     ap.add_argument("--label", default="ipd-3k", help="logging.label of the runs (default: ipd-3k)")
     ap.add_argument("--target", type=float, default=None, help="target return (default: the task's)")
-    ap.add_argument("--timed-head", action="store_true", help="also evaluate with a refitted V*(s, t) head")
+    ap.add_argument(
+        "--refit-head",
+        choices=("timed", "state"),
+        default=None,
+        help="also evaluate with a refitted V*(s, t) (timed) or V*(s) (state) head",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     runs = [r for r in finished_runs(args.runs) if r["task"] == args.task and r["label"] == args.label]
@@ -110,8 +115,8 @@ def main() -> None:
         episodes, seed = int(run["eval"]["episodes"]), int(run["eval"]["seed"])
         scores = {}
         arms = [("learned", policy), ("target", with_target_return(policy, target))]
-        if args.timed_head:
-            arms.append(("timed", timed_head_policy(run, policy)))
+        if args.refit_head:
+            arms.append((args.refit_head, refitted_head_policy(run, policy, args.refit_head == "timed")))
         for name, p in arms:
             res = evaluate_policy(p, task, episodes, seed=seed, progress=False)
             scores[name], steps = res.normalized_mean, steps + int(res.lengths.sum())
@@ -119,7 +124,7 @@ def main() -> None:
         print(
             f"seed {run['seed']}: recorded {run['normalized_score']:.1f}  learned {scores['learned']:.1f}"
             f"  target {target:g}: {scores['target']:.1f}"
-            + (f"  timed head: {scores['timed']:.1f}" if "timed" in scores else "")
+            + (f"  refitted {args.refit_head} head: {scores[args.refit_head]:.1f}" if args.refit_head else "")
         )
     learned, tuned = (float(np.mean([r[k] for r in rows])) for k in ("learned", "target"))
     wall = time.perf_counter() - t0
@@ -127,17 +132,20 @@ def main() -> None:
         f"mean over {len(rows)} seeds: learned {learned:.1f}  target {tuned:.1f}  "
         f"ratio learned/target {learned / max(tuned, 1e-9):.2f}  ({steps / wall:.0f} env steps/s)"
     )
-    timed = float(np.mean([r["timed"] for r in rows])) if args.timed_head else None
-    if timed is not None:
-        ratio = timed / max(learned, 1e-9)
-        print(f"mean over {len(rows)} seeds: timed head {timed:.1f}  ratio timed/learned {ratio:.2f}")
+    refit = float(np.mean([r[args.refit_head] for r in rows])) if args.refit_head else None
+    if refit is not None:
+        ratio = refit / max(learned, 1e-9)
+        print(
+            f"mean over {len(rows)} seeds: {args.refit_head} head {refit:.1f}  ratio to learned {ratio:.2f}"
+        )
     summary = {
         "task": args.task,
         "label": args.label,
         "target_return": target,
         "learned_mean": learned,
         "target_mean": tuned,
-        "timed_mean": timed,
+        "refit_head": args.refit_head,
+        "refit_mean": refit,
         "runs": rows,
         "env_steps_per_s": steps / wall,
     }

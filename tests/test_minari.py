@@ -167,5 +167,6 @@ def test_train_and_evaluate_scripts_on_a_local_minari_dataset(store, tmp_path):
     for stage in ("world_model", "value", "augment", "policy"):
         assert len(list((tmp_path / "hopper-medium" / stage).iterdir())) == 1
     # The checkpoint evaluates alone in the dataset's env, with its scores, which it records.
-    ev = last_json(run_script("evaluate.py", f"checkpoint={metrics['checkpoint']}", "episodes=2").stdout)
+    ckpt, runs = metrics["checkpoint"], f"paths.runs={tmp_path}"  # paths.runs: keep the repo's runs/ clean
+    ev = last_json(run_script("evaluate.py", f"checkpoint={ckpt}", "episodes=2", runs).stdout)
     assert ev["env_id"] == "Hopper-v5" and ev["score_reference"] == "minari" and ev["episodes"] == 2

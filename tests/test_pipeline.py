@@ -84,7 +84,7 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
 
     # The policy checkpoint evaluates alone.
     ckpt = metrics["checkpoint"]
-    ev = run_script("evaluate.py", f"checkpoint={ckpt}", "episodes=2", "preset=smoke")
+    ev = run_script("evaluate.py", f"checkpoint={ckpt}", "episodes=2", "preset=smoke", f"paths.runs={runs}")
     res = last_json(ev.stdout)
     assert res["task"] == "hopper-medium" and res["episodes"] == 2
 
@@ -101,7 +101,10 @@ def test_baselines_through_the_same_script(smoke_args, algo):
         bc_metrics = json.loads((Path(metrics["artifacts"]["bc"]) / "metrics.json").read_text())
         kept = bc_metrics["episodes_kept"] / bc_metrics["episodes_total"]
         assert kept == pytest.approx(0.1, abs=0.02) if algo == "bc10" else kept == 1.0
-        res = last_json(run_script("evaluate.py", f"checkpoint={metrics['checkpoint']}", "episodes=2").stdout)
+        ev = run_script(
+            "evaluate.py", f"checkpoint={metrics['checkpoint']}", "episodes=2", f"paths.runs={runs}"
+        )
+        res = last_json(ev.stdout)
         assert res["task"] == "hopper-medium" and res["episodes"] == 2
 
 
@@ -111,6 +114,13 @@ def test_dt_vs_ipd_switch_by_config_alone():
     assert ipd.policy.condition == "value" and ipd.policy.token_gamma == 1.0 and ipd.policy.use_augmented
     assert ipd.policy.train.alpha == ipd.task.alpha  # the per-task Q-term weight (hopper-medium: 3)
     assert load_config(["algo=ipd", "task=walker2d-medium"]).policy.train.alpha > 0
+    # the timed V*(s, t) head is a per-task choice: on where measured, off where a task sets nothing
+    assert ipd.policy.token_head_time is True and ipd.task.name == "hopper-medium"
+    assert load_config(["algo=ipd", "task=halfcheetah-medium"]).policy.token_head_time is False
+    assert (
+        load_config(["algo=ipd", "task=hopper-medium", "policy.token_head_time=false"]).policy.token_head_time
+        is False
+    )
     assert dt.policy.condition == "rtg" and not dt.policy.use_augmented and dt.policy.train.alpha == 0
 
 
