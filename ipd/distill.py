@@ -17,6 +17,9 @@ typed arguments (the dataset, the stage-1 value learner, the DT and trainer conf
   :func:`value_returns_to_go`). *Inference:* the token is V*(s_t) of the current state, no target
   return is tuned; how optimistic V* is is ``inference_value``: ``expectile`` (a τ-expectile
   head fitted to G_t, :mod:`ipd.models.value_head`, τ = ``token_expectile``) or ``iql`` (the IQL V).
+  ``token_head_time`` gives the head the episode step too, V*(s_t, t): the undiscounted G_t
+  depends on the steps left, which the observation lacks, and a head on s alone asks late states
+  for returns no episode had at that step (:mod:`ipd.models.value_head`).
   Measured on hopper-medium (cpu3k budget, README): with the critic's γ = 0.99 it failed (39.6
   over 30 episodes, seed 0; τ = 0.99 did not help, 37.2): that ~100-step horizon cannot tell an
   episode that falls at step 300 from one that runs 1000 steps. Undiscounted (``token_gamma=1``)
