@@ -4,7 +4,8 @@
 # G_t token with the critic's gamma and/or the 0.9 expectile, or with the IQL V at inference (which
 # needs the critic's gamma); the state-value token (with and without the imagined data, the Q-term,
 # the 20% imagined share); RTG conditioning on the augmented data; an EMA (decay 0.998) of the
-# policy weights. Stages 1-2 are shared (same config hash), so only the distillation runs again.
+# policy weights; the inference head on the state alone, V*(s), or on (s, t) (statehead, timedhead).
+# Stages 1-2 are shared (same config hash), so only the distillation runs again.
 # Runs go two at a time, one thread each. Every arm spells out the knobs it changes, so arms keep
 # their meaning when defaults move.
 # Usage: [ARMS="noaug ema0.998"] bash benchmarks/ablation.sh <budget> <task> [<seed>...]
@@ -32,6 +33,8 @@ declare -A arms=(
   [state_value-share-natural]="policy.condition=state_value policy.imagined_share=null"
   [rtg]="policy.condition=rtg"
   [ema0.998]="policy.train.ema=0.998"
+  [statehead]="policy.token_head_time=false"
+  [timedhead]="policy.token_head_time=true"
 )
 selected=${ARMS:-${!arms[*]}}
 for arm in $selected; do
