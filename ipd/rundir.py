@@ -94,14 +94,28 @@ LEDGER_FIELDS = (
 def ledger_row(run: dict) -> dict:
     """One finished run (a :func:`finished_runs` row) as a ledger row: its score, its identity and
     the wall time of each stage artifact it used (read now, while the artifacts exist)."""
-    walls = {}
+    walls, data = {}, None
     for stage, path in (run.get("artifacts") or {}).items():
+        data = data or _artifact_data_fingerprint(Path(path))
         try:
             walls[stage] = float(json.loads((Path(path) / "metrics.json").read_text())["wall_time_s"])
         except (OSError, KeyError, ValueError, TypeError):
             continue
     row = {k: run[k] for k in LEDGER_FIELDS if k in run}
+    if data:  # which dataset build the run trained on, so tables never silently mix two builds
+        row["data"] = data
     return {**row, "run": Path(run["run_dir"]).name, "stage_wall_s": walls}  # run: the time-stamped dir
+
+
+def _artifact_data_fingerprint(path: Path) -> str | None:
+    """The dataset fingerprint recorded in a stage artifact's ``config.yaml`` (``data: <hash>``)."""
+    try:
+        for line in (path / "config.yaml").read_text().splitlines():
+            if line.startswith("data:"):
+                return line.split(":", 1)[1].strip().strip("'\"") or None
+    except OSError:
+        return None
+    return None
 
 
 def read_ledger(path: str | os.PathLike) -> list[dict]:

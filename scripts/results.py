@@ -135,24 +135,37 @@ def comparisons_table(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
     the probability of improvement (``ipd.compare``), then the same for the mean over tasks."""
     by, _, _ = _group(rows)
     lines = [
-        "| A vs B | task | seeds A / B | A − B | 95% bootstrap CI | P(A > B) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| A vs B | task | seeds A / B | A − B | 95% bootstrap CI | P(A > B) | same data |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def scores(label: str) -> dict[str, list[float]]:
         return {t: [float(r["normalized_score"]) for r in rs] for (t, lab), rs in by.items() if lab == label}
 
+    def builds(task: str, label: str) -> set[str]:
+        tasks = {t for t, _ in by} if task == "mean" else {task}
+        return {str(r.get("data") or "?") for t in tasks for r in by.get((t, label), [])}
+
+    def same_data(task: str, a: str, b: str) -> str:
+        """yes: one recorded dataset build for both; no: different builds; ?: not recorded."""
+        da, db = builds(task, a), builds(task, b)
+        if "?" in da | db:
+            return "?"
+        return "yes" if da == db and len(da) == 1 else "no"
+
     for a, b in pairs:
         for c in compare_labels(scores(a), scores(b)):
             lines.append(
                 f"| {a} vs {b} | {c.task} | {c.n_a} / {c.n_b} | {c.difference:+.1f} "
-                f"| [{c.ci_low:+.1f}, {c.ci_high:+.1f}] | {c.prob_improvement:.2f} |"
+                f"| [{c.ci_low:+.1f}, {c.ci_high:+.1f}] | {c.prob_improvement:.2f} "
+                f"| {same_data(c.task, a, b)} |"
             )
     note = (
         "\nCI: percentile interval of 10,000 stratified bootstrap resamples of the seeds (each label and "
         "task resampled on its own); P(A > B): the share of (seed of A, seed of B) pairs where A scores "
         "higher, ties ½, averaged over tasks for the mean (Agarwal et al., 2021). An interval that "
-        "contains 0 does not separate A from B.\n"
+        "contains 0 does not separate A from B. same data: whether both labels' runs recorded the "
+        "same dataset fingerprint (ledger field `data`; ? where a run predates it).\n"
     )
     return "\n".join(lines) + "\n" + note
 

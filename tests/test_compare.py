@@ -69,6 +69,15 @@ def test_results_compare_section_and_bad_spec(tmp_path):
     subprocess.run([*argv, "--compare", "ipd:dt"], capture_output=True, text=True, check=True)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "## Comparisons" in md
-    assert "| ipd vs dt | hopper-medium | 2 / 2 | +20.0 | [+10.0, +30.0] | 1.00 |" in md
+    assert (
+        "| ipd vs dt | hopper-medium | 2 / 2 | +20.0 | [+10.0, +30.0] | 1.00 | ? |" in md
+    )  # no fingerprints
+    # runs that recorded their dataset build: the same build, or two different ones
+    for build_b, expected in (("d1", "yes"), ("d2", "no")):
+        rows_fp = [{**r, "data": "d1" if r["label"] == "ipd" else build_b} for r in rows]
+        ledger.write_text("".join(json.dumps(r) + "\n" for r in rows_fp))
+        subprocess.run([*argv, "--compare", "ipd:dt"], capture_output=True, text=True, check=True)
+        md = (tmp_path / "out" / "results.md").read_text()
+        assert f"| 1.00 | {expected} |" in md
     proc = subprocess.run([*argv, "--compare", "ipd-dt"], capture_output=True, text=True)
     assert proc.returncode != 0 and "A:B pairs" in proc.stderr

@@ -144,6 +144,7 @@ def test_results_ledger_combines_committed_and_local_runs(tmp_path):
     art = runs / "hopper-medium" / "value" / "h"
     art.mkdir(parents=True)
     (art / "metrics.json").write_text(json.dumps({"wall_time_s": 1200.0}))
+    (art / "config.yaml").write_text("data: a5749f1dd98df165\nseed: 1\n")  # the dataset fingerprint
     d = runs / "hopper-medium" / "train" / "ipd" / "2026-01-01_00-00-00-000000_abcdef_seed1"
     d.mkdir(parents=True)
     (d / "metrics.json").write_text(
@@ -157,6 +158,7 @@ def test_results_ledger_combines_committed_and_local_runs(tmp_path):
     assert "| hopper-medium | ipd | – | 15.0 | – | – | – |" in md  # mean of 10 and 20 minutes
     rows = [json.loads(line) for line in ledger.read_text().splitlines()]
     assert [(r["seed"], r["stage_wall_s"]) for r in rows] == [(0, {"value": 600.0}), (1, {"value": 1200.0})]
+    assert "data" not in rows[0] and rows[1]["data"] == "a5749f1dd98df165"  # recorded from the artifact
     assert "(2 rows)" in proc.stdout
     # Without local runs the ledger alone rebuilds the same table.
     subprocess.run(
