@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--task", default="hopper-medium")
     ap.add_argument("--label", default="ipd-3k", help="logging.label of the runs (default: ipd-3k)")
     ap.add_argument("--target", type=float, default=None, help="target return (default: the task's)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="only these seeds (default: all)")
     ap.add_argument(
         "--refit-head",
         choices=("timed", "state"),
@@ -103,6 +104,7 @@ def main() -> None:
     torch.set_num_threads(1)
     runs = [r for r in finished_runs(args.runs) if r["task"] == args.task and r["label"] == args.label]
     runs = sorted((r for r in runs if r.get("checkpoint") and r.get("eval")), key=lambda r: r["seed"])
+    runs = [r for r in runs if args.seeds is None or r["seed"] in args.seeds]
     if not runs:
         raise SystemExit(f"error: no finished '{args.label}' runs of {args.task} under {args.runs}")
     target = args.target if args.target is not None else task_target_return(args.task)
