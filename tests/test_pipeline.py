@@ -114,13 +114,11 @@ def test_dt_vs_ipd_switch_by_config_alone():
     assert ipd.policy.condition == "value" and ipd.policy.token_gamma == 1.0 and ipd.policy.use_augmented
     assert ipd.policy.train.alpha == ipd.task.alpha  # the per-task Q-term weight (hopper-medium: 3)
     assert load_config(["algo=ipd", "task=walker2d-medium"]).policy.train.alpha > 0
-    # the timed V*(s, t) head is a per-task choice: on where measured, off where a task sets nothing
-    assert ipd.policy.token_head_time is True and ipd.task.name == "hopper-medium"
+    # the timed V*(s, t) head is a per-task choice (task.token_head_time), off where a task sets nothing
+    assert ipd.policy.token_head_time is False and ipd.task.name == "hopper-medium"
+    assert load_config(["algo=ipd", "task=hopper-medium", "task.token_head_time=true"]).policy.token_head_time
     assert load_config(["algo=ipd", "task=halfcheetah-medium"]).policy.token_head_time is False
-    assert (
-        load_config(["algo=ipd", "task=hopper-medium", "policy.token_head_time=false"]).policy.token_head_time
-        is False
-    )
+    assert load_config(["algo=ipd", "policy.token_head_time=true"]).policy.token_head_time is True
     assert dt.policy.condition == "rtg" and not dt.policy.use_augmented and dt.policy.train.alpha == 0
 
 
