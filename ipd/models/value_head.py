@@ -18,7 +18,8 @@ observations do not contain (time is part of the state of a time-limited task: P
 returns of early states everywhere: on hopper-medium its 0.99-expectile at steps 700–999 is about
 2,000 while no episode in the data has G_t above 1,267 after step 700 (above 484 after step 900),
 so late in an episode the policy is asked for a (token, timestep) pair it never saw. The timed head
-:class:`TimedValue` sees (s, t) and stays in range (911 / 244 at those steps).
+:class:`TimedValue` sees (s, t) and stays in range (917 / 261 at those steps;
+``benchmarks/value_head_time.py``).
 
 Deviation/assumption: Reinformer fits the expectile jointly inside the transformer; a separate MLP
 on the state keeps the token a function of s_t (as the IQL V is) and keeps the DT unchanged.
