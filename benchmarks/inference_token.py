@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import yaml
 
+from ipd.config import section
 from ipd.data import Trajectories, load_dataset, read_hdf5
 from ipd.distill import DistillConfig, conditioning_tokens
 from ipd.evaluation import evaluate_policy
@@ -69,8 +70,7 @@ def refitted_head_policy(run: dict, policy: DTPolicy, timed: bool) -> DTPolicy:
         )
     pol_cfg = yaml.safe_load((Path(arts["policy"]) / "config.yaml").read_text())["policy"]
     val_cfg = yaml.safe_load((Path(arts["value"]) / "config.yaml").read_text())["value"]
-    fields = {f.name for f in dataclasses.fields(DistillConfig)}
-    dcfg = DistillConfig(**{k: v for k, v in pol_cfg.items() if k in fields})
+    dcfg = section({"policy": pol_cfg}, "policy", DistillConfig)  # the run's own stage-3 config
     if "augment" in arts and dcfg.use_augmented:
         dataset = read_hdf5(Path(arts["augment"]) / "augmented.hdf5")
     else:

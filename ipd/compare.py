@@ -53,10 +53,10 @@ def bootstrap_mean_difference(
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
-    point = np.mean([_scores(a, "a").mean() - _scores(b, "b").mean() for a, b in pairs])
+    pairs = [(_scores(a, "a"), _scores(b, "b")) for a, b in pairs]
+    point = np.mean([a.mean() - b.mean() for a, b in pairs])
     boot = np.zeros(n_boot)
     for a, b in pairs:  # one vectorised draw per task and side; loops run over tasks only
-        a, b = _scores(a, "a"), _scores(b, "b")
         boot += rng.choice(a, (n_boot, len(a))).mean(1) - rng.choice(b, (n_boot, len(b))).mean(1)
     boot /= len(pairs)
     tail = 100 * (1 - level) / 2
@@ -69,13 +69,12 @@ def compare_labels(
 ) -> list[Comparison]:
     """One :class:`Comparison` per task that both labels have (sorted), then one for their mean."""
     tasks = sorted(set(scores_a) & set(scores_b))
+    pairs = [(np.asarray(scores_a[t], float), np.asarray(scores_b[t], float)) for t in tasks]
     rows = []
-    for task in tasks:
-        a, b = np.asarray(scores_a[task], float), np.asarray(scores_b[task], float)
+    for task, (a, b) in zip(tasks, pairs, strict=True):
         diff, low, high = bootstrap_mean_difference([(a, b)], n_boot, seed=seed)
         rows.append(Comparison(task, len(a), len(b), diff, low, high, probability_of_improvement(a, b)))
     if len(tasks) > 1:
-        pairs = [(np.asarray(scores_a[t], float), np.asarray(scores_b[t], float)) for t in tasks]
         diff, low, high = bootstrap_mean_difference(pairs, n_boot, seed=seed)
         prob = float(np.mean([r.prob_improvement for r in rows]))
         n_a, n_b = min(len(a) for a, _ in pairs), min(len(b) for _, b in pairs)

@@ -108,14 +108,15 @@ def ledger_row(run: dict) -> dict:
 
 
 def _artifact_data_fingerprint(path: Path) -> str | None:
-    """The dataset fingerprint recorded in a stage artifact's ``config.yaml`` (``data: <hash>``)."""
+    """The dataset fingerprint recorded in a stage artifact's ``config.yaml`` (its ``data`` key)."""
+    import yaml
+
     try:
-        for line in (path / "config.yaml").read_text().splitlines():
-            if line.startswith("data:"):
-                return line.split(":", 1)[1].strip().strip("'\"") or None
-    except OSError:
+        config = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
         return None
-    return None
+    data = config.get("data") if isinstance(config, dict) else None
+    return str(data) if data else None
 
 
 def read_ledger(path: str | os.PathLike) -> list[dict]:

@@ -86,14 +86,11 @@ class TimedValue(IQLValue):
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> TimedValue:
         check_format(state, TIMED_VALUE_STATE_NAME, TIMED_VALUE_STATE_VERSION, "The bundled timed value head")
+        net, norm, scale = cls._parts_from_state(state, device, "timed value")
         try:
-            net = mlp(int(state["obs_dim"]), tuple(state["hidden_dims"]), 1)
-            net.load_state_dict(state["net"])
-            norm = Normalizer.from_state_dict(state["normalizer"])
-            scale, max_t = float(state["reward_scale"]), int(state["max_timestep"])
-        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            max_t = int(state["max_timestep"])
+        except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"Malformed timed value state ({exc}).") from exc
-        net = net.to(device).eval().requires_grad_(False)
         return cls(net, norm, scale, torch.device(device), max_t)
 
 

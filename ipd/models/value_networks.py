@@ -167,11 +167,20 @@ class IQLValue:
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> IQLValue:
         check_format(state, VALUE_STATE_NAME, VALUE_STATE_VERSION, "The bundled value network")
+        net, norm, scale = cls._parts_from_state(state, device, "IQL value")
+        return cls(net, norm, scale, torch.device(device))
+
+    @staticmethod
+    def _parts_from_state(
+        state: dict[str, Any], device: str | torch.device, what: str
+    ) -> tuple[nn.Module, Normalizer, float]:
+        """The frozen network, normaliser and reward scale of a :meth:`state_dict` (also read by
+        subclasses with extra fields); a payload that does not fit is a :class:`CheckpointError`."""
         try:
             net = mlp(int(state["obs_dim"]), tuple(state["hidden_dims"]), 1)
             net.load_state_dict(state["net"])
             norm = Normalizer.from_state_dict(state["normalizer"])
             scale = float(state["reward_scale"])
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"Malformed IQL value state ({exc}).") from exc
-        return cls(net.to(device).eval().requires_grad_(False), norm, scale, torch.device(device))
+            raise CheckpointError(f"Malformed {what} state ({exc}).") from exc
+        return net.to(device).eval().requires_grad_(False), norm, scale
