@@ -4,7 +4,8 @@
 # G_t token with the critic's gamma and/or the 0.9 expectile, or with the IQL V at inference (which
 # needs the critic's gamma); the state-value token (with and without the imagined data, the Q-term,
 # the 20% imagined share); RTG conditioning on the augmented data; an EMA (decay 0.998) of the
-# policy weights; the inference head on the state alone, V*(s), or on (s, t) (statehead, timedhead).
+# policy weights; the inference head on the state alone, V*(s), or on (s, t) (statehead, timedhead);
+# G_t bootstrapped at imagined ends with the data's mean return V_data(s, t) instead of the IQL V (bootdata).
 # Stages 1-2 are shared (same config hash), so only the distillation runs again.
 # Runs go two at a time, one thread each. Every arm spells out the knobs it changes, so arms keep
 # their meaning when defaults move.
@@ -35,6 +36,7 @@ declare -A arms=(
   [ema0.998]="policy.train.ema=0.998"
   [statehead]="policy.token_head_time=false"
   [timedhead]="policy.token_head_time=true"
+  [bootdata]="policy.token_bootstrap=data policy.token_bootstrap_expectile=0.5"
 )
 selected=${ARMS:-${!arms[*]}}
 for arm in $selected; do

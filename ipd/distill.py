@@ -81,6 +81,7 @@ from ipd.utils import apply_in_chunks
 
 CONDITIONS = ("value", "state_value", "relabel", "rtg")
 INFERENCE_VALUES = ("expectile", "iql")
+TOKEN_BOOTSTRAPS = ("iql", "data")
 
 EvalFn = Callable[[Policy, int], dict[str, float]]  # (policy, episodes) -> metrics
 
@@ -93,7 +94,10 @@ class DistillConfig:
     ``condition=value`` (expectile | iql); token_expectile: τ of the expectile head; token_gamma:
     discount of the value token (None: the critic's; 1: undiscounted, as DT's return-to-go);
     token_head_updates: its training steps; token_head_time: the head also sees the episode step
-    (V*(s, t), :class:`ipd.models.value_head.TimedValue`); imagined_share: probability of a window from a
+    (V*(s, t), :class:`ipd.models.value_head.TimedValue`); token_bootstrap: what G_t adds at a
+    segment end that continues beyond the data, ``iql`` (the critic's V, converted) or ``data`` (a
+    τ = ``token_bootstrap_expectile`` head V_data(s, t) fitted on the original episodes' returns-to-go,
+    :func:`data_bootstrap`); imagined_share: probability of a window from a
     stitched trajectory (None: length-proportional); use_augmented: train on the stage-2 dataset
     (else the original); finetune_critic: keep training the stage-1 critic during distillation;
     eval_episodes: episodes of each periodic evaluation (0 = none).
@@ -105,6 +109,8 @@ class DistillConfig:
     token_gamma: float | None = 1.0
     token_head_updates: int = 20_000
     token_head_time: bool = False
+    token_bootstrap: str = "iql"
+    token_bootstrap_expectile: float = 0.5
     imagined_share: float | None = 0.2
     use_augmented: bool = True
     finetune_critic: bool = False
@@ -119,6 +125,14 @@ class DistillConfig:
             )
         if not 0.0 < self.token_expectile < 1.0:
             raise ValueError(f"token_expectile must be in (0, 1), got {self.token_expectile}")
+        if self.token_bootstrap not in TOKEN_BOOTSTRAPS:
+            raise ValueError(
+                f"token_bootstrap must be one of {'|'.join(TOKEN_BOOTSTRAPS)}, got '{self.token_bootstrap}'"
+            )
+        if not 0.0 < self.token_bootstrap_expectile < 1.0:
+            raise ValueError(
+                f"token_bootstrap_expectile must be in (0, 1), got {self.token_bootstrap_expectile}"
+            )
         if self.imagined_share is not None and not 0.0 <= self.imagined_share < 1.0:
             raise ValueError(f"imagined_share must be in [0, 1) or null, got {self.imagined_share}")
         if self.token_gamma is not None and not 0.0 < self.token_gamma <= 1.0:
@@ -162,12 +176,16 @@ class DistillResult:
         return save_dt(path, self.model, self.state_normalizer, self.conditioning, meta)
 
 
+BootstrapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (next states, their steps) -> token-unit value
+
+
 def value_returns_to_go(
     traj: Trajectories,
     value: IQLLearner,
     gamma: float,
     token_gamma: float | None = None,
     episode_steps: int = 1000,
+    bootstrap: BootstrapFn | None = None,
 ) -> np.ndarray:
     """G_t: reward-to-go of each segment plus a value bootstrap at its non-terminal end.
 
@@ -176,20 +194,70 @@ def value_returns_to_go(
     return-to-go) converts the bootstrap: V(s_T) is read as a constant reward rate
     r̄ = V (1 - γ) / (1 - γ^h) over the h = ``episode_steps`` - t steps the episode has left
     (0 at the time limit), and the tail is that rate summed with ``token_gamma`` over h steps.
+    ``bootstrap(s_T, t_T)`` replaces the IQL V with a value already in token units
+    (:func:`data_bootstrap`); it is still 0 where no steps are left.
     """
     t = traj.transitions
     ends = t.episode_ends
     boot = np.flatnonzero(ends & ~t.terminals)  # segment ends that continue beyond the data
     tail = np.zeros(len(t), np.float64)
-    if len(boot):
-        tail[boot] = apply_in_chunks(value.value, t.next_observations[boot])
     tg = gamma if token_gamma is None else float(token_gamma)
-    if len(boot) and tg != gamma:
-        left = np.maximum(episode_steps - (traj.timesteps[boot] + 1), 0).astype(np.float64)
-        rate = tail[boot] * (1 - gamma) / np.maximum(1 - gamma**left, 1e-12)
-        steps = left if tg == 1.0 else (1 - tg**left) / (1 - tg)
-        tail[boot] = np.where(left > 0, rate * steps, 0.0)
+    left = np.maximum(episode_steps - (traj.timesteps[boot] + 1), 0).astype(np.float64)
+    if len(boot) and bootstrap is not None:
+        next_steps = np.minimum(traj.timesteps[boot] + 1, episode_steps)
+        tail[boot] = np.where(left > 0, bootstrap(t.next_observations[boot], next_steps), 0.0)
+    elif len(boot):
+        tail[boot] = apply_in_chunks(value.value, t.next_observations[boot])
+        if tg != gamma:
+            rate = tail[boot] * (1 - gamma) / np.maximum(1 - gamma**left, 1e-12)
+            steps = left if tg == 1.0 else (1 - tg**left) / (1 - tg)
+            tail[boot] = np.where(left > 0, rate * steps, 0.0)
     return returns_to_go(t.rewards, ends, tg, tail=tail)
+
+
+def data_bootstrap(
+    traj: Trajectories,
+    token_gamma: float,
+    expectile: float = 0.5,
+    episode_steps: int = 1000,
+    num_updates: int = 20_000,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[BootstrapFn, dict[str, float]]:
+    """V_data(s, t): a τ-expectile head on the original episodes' returns-to-go (``token_gamma``).
+
+    Why: the IQL V converted to the steps left (:func:`value_returns_to_go`) reads V(s_T) as a
+    reward rate kept until the time limit. With γ = 0.99 the critic sees ~100 steps, so it cannot
+    know that most hopper-medium episodes fall hundreds of steps later: on seed 0's stage-2 data the
+    converted bootstrap at imagined ends before step 200 averages 2,990 (the 1,000-step episodes'
+    level) while the data's mean return from those states and steps is 1,583 (380 vs 1,125 at
+    steps 200-399). Imagined fragments then carry the running episodes' tokens. V_data is what the
+    data show happens after s_T at step t (τ = 0.5: the mean; higher τ: the better continuations),
+    in the token's own units, with the step as input because G_t depends on the steps left.
+    """
+    t = traj.transitions
+    start_index = t.extras.get("start_index")
+    original = np.ones(len(t), bool) if start_index is None else np.asarray(start_index) < 0
+    targets = traj.returns_to_go if token_gamma == 1.0 else traj.discounted_returns_to_go(token_gamma)
+    head_cfg = ValueHeadConfig(expectile, num_updates=num_updates, seed=seed)
+    head, metrics = fit_value_head(
+        t.observations[original],
+        targets[original],
+        head_cfg,
+        device,
+        progress,
+        traj.timesteps[original],
+        episode_steps,
+    )
+
+    def bootstrap(states: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        def score(x: np.ndarray, k: np.ndarray) -> torch.Tensor:
+            return head(torch.as_tensor(x), torch.as_tensor(k))
+
+        return apply_in_chunks(score, states, steps).astype(np.float64)
+
+    return bootstrap, {f"bootstrap_{k}": v for k, v in metrics.items()}
 
 
 def state_values(traj: Trajectories, value: IQLLearner) -> np.ndarray:
@@ -207,14 +275,16 @@ def conditioning_tokens(
     value: IQLLearner | None,
     gamma: float,
     episode_steps: int = 1000,
+    bootstrap: BootstrapFn | None = None,
 ) -> np.ndarray:
-    """Per-row training token in env-return units for ``cfg.condition``."""
+    """Per-row training token in env-return units for ``cfg.condition`` (``bootstrap``: see
+    :func:`value_returns_to_go`)."""
     if cfg.condition == "rtg":
         return traj.returns_to_go
     if value is None:
         raise ValueError(f"condition={cfg.condition} needs the stage-1 value function")
     if cfg.condition == "value":
-        return value_returns_to_go(traj, value, gamma, cfg.token_gamma, episode_steps)
+        return value_returns_to_go(traj, value, gamma, cfg.token_gamma, episode_steps, bootstrap)
     if cfg.condition == "state_value":
         return state_values(traj, value)
     return np.maximum(traj.discounted_returns_to_go(gamma), state_values(traj, value))  # relabel
@@ -337,7 +407,22 @@ def distill_policy(
     device = torch.device(device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     traj = Trajectories.from_transitions(dataset)
-    tokens = conditioning_tokens(traj, distill_cfg, value, gamma, dt_cfg.max_timestep)
+    bootstrap, info = None, {}
+    if distill_cfg.condition == "value" and distill_cfg.token_bootstrap == "data":
+        bootstrap, info = data_bootstrap(
+            traj,
+            gamma if tg is None else float(tg),
+            distill_cfg.token_bootstrap_expectile,
+            dt_cfg.max_timestep,
+            distill_cfg.token_head_updates,
+            seed,
+            device,
+            progress,
+        )
+    tokens = conditioning_tokens(traj, distill_cfg, value, gamma, dt_cfg.max_timestep, bootstrap)
+    imagined = dataset.extras.get("imagined")
+    if imagined is not None and np.asarray(imagined).any():  # how the token ranks imagined vs real rows
+        info["imagined_row_token_mean"] = float(tokens[np.asarray(imagined).astype(bool)].mean())
     norm = state_normalizer or Normalizer.fit(dataset.observations)
     conditioning = token_encoding(tokens, distill_cfg, return_scale, target_return)
     probs, row_weights = window_sampling(traj, distill_cfg.imagined_share)
@@ -352,7 +437,7 @@ def distill_policy(
         seed,
         probs,
     )
-    info: dict[str, Any] = {"imagined_token_share": imagined_token_share(sampler)}
+    info: dict[str, Any] = {**info, "imagined_token_share": imagined_token_share(sampler)}
     value_fn, value_state = None, None
     if distill_cfg.uses_value_head:  # V*(s): a τ-expectile of the training tokens given the state
         head_cfg = ValueHeadConfig(

@@ -11,6 +11,7 @@ from ipd.data import SequenceSampler, Trajectories, Transitions
 from ipd.distill import (
     DistillConfig,
     conditioning_tokens,
+    data_bootstrap,
     distill_policy,
     imagined_token_share,
     value_returns_to_go,
@@ -120,16 +121,17 @@ def test_q_action_shift_is_reported_and_scales_with_alpha(hopper_transitions):
 
 
 @pytest.mark.parametrize(
-    "condition, inference_value, timed",
+    "condition, inference_value, timed, bootstrap",
     [
-        ("value", "expectile", False),
-        ("value", "expectile", True),
-        ("value", "iql", False),
-        ("state_value", "expectile", False),
+        ("value", "expectile", False, "iql"),
+        ("value", "expectile", True, "iql"),
+        ("value", "iql", False, "iql"),
+        ("value", "expectile", False, "data"),
+        ("state_value", "expectile", False, "iql"),
     ],
 )
 def test_distill_policy_end_to_end_and_checkpoint(
-    hopper_transitions, tmp_path, condition, inference_value, timed
+    hopper_transitions, tmp_path, condition, inference_value, timed, bootstrap
 ):
     t = hopper_transitions
     iql = IQLLearner(t.obs_dim, t.act_dim, IQLConfig(hidden_dims=(32,), num_updates=50, log_every=50))
@@ -137,7 +139,12 @@ def test_distill_policy_end_to_end_and_checkpoint(
     # the IQL V is on the critic's scale, so it serves only tokens with the critic's gamma
     token_gamma = None if inference_value == "iql" else 1.0
     cfg = DistillConfig(
-        condition, inference_value, token_gamma=token_gamma, token_head_updates=200, token_head_time=timed
+        condition,
+        inference_value,
+        token_gamma=token_gamma,
+        token_head_updates=200,
+        token_head_time=timed,
+        token_bootstrap=bootstrap,
     )
     result = distill_policy(
         t,
@@ -152,6 +159,7 @@ def test_distill_policy_end_to_end_and_checkpoint(
     assert result.metrics["step"] == 20 and "inference_token_mean" in result.metrics
     assert ("head_loss" in result.metrics) == (condition == "value" and inference_value == "expectile")
     assert result.metrics["imagined_token_share"] == 0.0  # no imagined data here
+    assert ("bootstrap_head_loss" in result.metrics) == (bootstrap == "data")
     path = result.save(tmp_path / "policy.pt", extra={"task": "hopper-medium"})
     loaded = load_policy(path).policy
     obs = t.observations[:3]
@@ -201,6 +209,57 @@ def test_undiscounted_value_token_converts_the_bootstrap_to_the_time_left():
     assert at_limit[2] == pytest.approx(3.0)
     same = value_returns_to_go(traj, ConstValue(), g, token_gamma=g)
     np.testing.assert_allclose(same, value_returns_to_go(traj, ConstValue(), g))
+
+
+def test_data_bootstrap_replaces_the_iql_value_at_continuing_segment_ends():
+    traj = Trajectories.from_transitions(hand_made())
+    calls = {}
+
+    def bootstrap(states, steps):  # token units already: added as is, no rate conversion
+        calls["steps"] = steps
+        return np.full(len(states), 50.0)
+
+    tokens = value_returns_to_go(
+        traj, ConstValue(), 0.5, token_gamma=1.0, episode_steps=1000, bootstrap=bootstrap
+    )
+    assert tokens[2] == pytest.approx(3 + 50) and tokens[0] == pytest.approx(1 + 2 + 3 + 50)
+    assert tokens[3] == pytest.approx(4 + 5)  # terminal: no bootstrap
+    assert tokens[5] == pytest.approx(6 + 7 + 50)  # the imagined tail ends at step 10
+    np.testing.assert_array_equal(calls["steps"], [3, 11])  # the step of s_T, the next state
+    at_limit = value_returns_to_go(traj, ConstValue(), 0.5, 1.0, episode_steps=3, bootstrap=bootstrap)
+    assert at_limit[2] == pytest.approx(3.0)  # no steps left: nothing to add
+    with pytest.raises(ValueError, match="token_bootstrap must be one of"):
+        DistillConfig(token_bootstrap="critic")
+
+
+def test_data_bootstrap_fits_the_original_episodes_returns_not_the_imagined_ones():
+    # original episodes: return-to-go 10 * (steps left); stitched rows claim 1000 per step
+    n_ep, length = 20, 10
+    steps = np.tile(np.arange(length), n_ep)
+    obs = np.stack([steps / length, np.zeros_like(steps, dtype=float)], 1).astype(np.float32)
+    rewards = np.full(len(steps), 10.0, np.float32)
+    timeouts = steps == length - 1
+    orig = Transitions(obs, np.zeros((len(steps), 1)), rewards, obs, np.zeros(len(steps), bool), timeouts)
+    k = 5  # one stitched trajectory of imagined rows with huge rewards
+    imag = Transitions(
+        obs[:k],
+        np.zeros((k, 1)),
+        np.full(k, 1000.0, np.float32),
+        obs[:k],
+        np.zeros(k, bool),
+        np.eye(k)[-1] > 0,
+    )
+    data = Transitions.concatenate([orig, imag])
+    data.extras.update(
+        start_index=np.r_[np.full(len(steps), -1), np.zeros(k, int)],
+        imagined=np.r_[np.zeros(len(steps), bool), np.ones(k, bool)],
+        timestep=np.r_[steps, np.arange(k)],
+    )
+    traj = Trajectories.from_transitions(data)
+    fn, metrics = data_bootstrap(traj, 1.0, 0.5, episode_steps=length, num_updates=1500)
+    pred = fn(obs[:length], steps[:length])
+    np.testing.assert_allclose(pred, 10.0 * (length - steps[:length]), atol=8.0)
+    assert "bootstrap_head_loss" in metrics
 
 
 def test_timed_value_head_learns_what_the_state_alone_cannot_and_round_trips(tmp_path):
