@@ -5,7 +5,8 @@
 # needs the critic's gamma); the state-value token (with and without the imagined data, the Q-term,
 # the 20% imagined share); RTG conditioning on the augmented data; an EMA (decay 0.998) of the
 # policy weights; the inference head on the state alone, V*(s), or on (s, t) (statehead, timedhead);
-# G_t bootstrapped at imagined ends with the data's mean return V_data(s, t) instead of the IQL V (bootdata).
+# G_t bootstrapped at imagined ends with the data's mean return V_data(s, t) instead of the IQL V (bootdata);
+# value tokens divided by task.return_scale as DT's RTG instead of standardised (scaled).
 # Stages 1-2 are shared (same config hash), so only the distillation runs again.
 # Runs go two at a time, one thread each. Every arm spells out the knobs it changes, so arms keep
 # their meaning when defaults move.
@@ -36,6 +37,9 @@ declare -A arms=(
   [ema0.998]="policy.train.ema=0.998"
   [statehead]="policy.token_head_time=false"
   [timedhead]="policy.token_head_time=true"
+  [scaled]="policy.token_scale=return_scale"
+  [scaled-noaug-alpha0]="policy.token_scale=return_scale policy.use_augmented=false policy.train.alpha=0"
+  [noaug-alpha0]="policy.use_augmented=false policy.train.alpha=0"
   [bootdata]="policy.token_bootstrap=data policy.token_bootstrap_expectile=0.5"
 )
 selected=${ARMS:-${!arms[*]}}

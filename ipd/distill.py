@@ -82,6 +82,7 @@ from ipd.utils import apply_in_chunks
 CONDITIONS = ("value", "state_value", "relabel", "rtg")
 INFERENCE_VALUES = ("expectile", "iql")
 TOKEN_BOOTSTRAPS = ("iql", "data")
+TOKEN_SCALES = ("standardise", "return_scale")
 
 EvalFn = Callable[[Policy, int], dict[str, float]]  # (policy, episodes) -> metrics
 
@@ -97,7 +98,9 @@ class DistillConfig:
     (V*(s, t), :class:`ipd.models.value_head.TimedValue`); token_bootstrap: what G_t adds at a
     segment end that continues beyond the data, ``iql`` (the critic's V, converted) or ``data`` (a
     τ = ``token_bootstrap_expectile`` head V_data(s, t) fitted on the original episodes' returns-to-go,
-    :func:`data_bootstrap`); imagined_share: probability of a window from a
+    :func:`data_bootstrap`); token_scale: how value tokens enter the model, ``standardise`` (their
+    training mean and std) or ``return_scale`` (divided by the task's return scale, as DT's RTG);
+    imagined_share: probability of a window from a
     stitched trajectory (None: length-proportional); use_augmented: train on the stage-2 dataset
     (else the original); finetune_critic: keep training the stage-1 critic during distillation;
     eval_episodes: episodes of each periodic evaluation (0 = none).
@@ -111,6 +114,7 @@ class DistillConfig:
     token_head_time: bool = False
     token_bootstrap: str = "iql"
     token_bootstrap_expectile: float = 0.5
+    token_scale: str = "standardise"
     imagined_share: float | None = 0.2
     use_augmented: bool = True
     finetune_critic: bool = False
@@ -129,6 +133,8 @@ class DistillConfig:
             raise ValueError(
                 f"token_bootstrap must be one of {'|'.join(TOKEN_BOOTSTRAPS)}, got '{self.token_bootstrap}'"
             )
+        if self.token_scale not in TOKEN_SCALES:
+            raise ValueError(f"token_scale must be one of {'|'.join(TOKEN_SCALES)}, got '{self.token_scale}'")
         if not 0.0 < self.token_bootstrap_expectile < 1.0:
             raise ValueError(
                 f"token_bootstrap_expectile must be in (0, 1), got {self.token_bootstrap_expectile}"
@@ -298,6 +304,8 @@ def token_encoding(
     0..330, a std near 60) that ``/ 1000`` would squeeze next to the timestep embedding."""
     if cfg.inference_mode == "rtg":
         return ConditioningConfig("rtg", return_scale, target_return)
+    if cfg.token_scale == "return_scale":  # DT's encoding, for undiscounted tokens on the RTG scale
+        return ConditioningConfig("value", return_scale, target_return)
     std = max(float(np.std(tokens, dtype=np.float64)), 1e-6)
     return ConditioningConfig("value", std, target_return, offset=float(np.mean(tokens, dtype=np.float64)))
 

@@ -189,6 +189,14 @@ def test_value_tokens_are_standardised_and_rtg_tokens_scaled():
     assert enc.mode == "value"
     rtg = token_encoding(tokens, DistillConfig(condition="rtg"), 1000.0, 3600.0)
     assert (rtg.offset, rtg.scale, rtg.target_return) == (0.0, 1000.0, 3600.0)
+    # token_scale=return_scale: value tokens get DT's encoding, still read as V*(s_t) at test time
+    dt_like = token_encoding(
+        tokens, DistillConfig(condition="value", token_scale="return_scale"), 1000.0, None
+    )
+    np.testing.assert_allclose(dt_like.encode(tokens), tokens / 1000.0, rtol=1e-6)
+    assert dt_like.mode == "value" and dt_like.offset == 0.0
+    with pytest.raises(ValueError, match="token_scale must be one of"):
+        DistillConfig(token_scale="minmax")
 
 
 def test_undiscounted_value_token_converts_the_bootstrap_to_the_time_left():
