@@ -38,6 +38,8 @@ declare -A arms=(
   [statehead]="policy.token_head_time=false"
   [timedhead]="policy.token_head_time=true"
   [scaled]="policy.token_scale=return_scale"
+  [scaled-noaug]="policy.token_scale=return_scale policy.use_augmented=false"
+  [scaled-alpha0]="policy.token_scale=return_scale policy.train.alpha=0"
   [scaled-noaug-alpha0]="policy.token_scale=return_scale policy.use_augmented=false policy.train.alpha=0"
   [noaug-alpha0]="policy.use_augmented=false policy.train.alpha=0"
   [bootdata]="policy.token_bootstrap=data policy.token_bootstrap_expectile=0.5"
