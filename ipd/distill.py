@@ -243,8 +243,7 @@ def data_bootstrap(
     in the token's own units, with the step as input because G_t depends on the steps left.
     """
     t = traj.transitions
-    start_index = t.extras.get("start_index")
-    original = np.ones(len(t), bool) if start_index is None else np.asarray(start_index) < 0
+    original = ~stitched_rows(t)
     targets = traj.returns_to_go if token_gamma == 1.0 else traj.discounted_returns_to_go(token_gamma)
     head_cfg = ValueHeadConfig(expectile, num_updates=num_updates, seed=seed)
     head, metrics = fit_value_head(
@@ -257,10 +256,10 @@ def data_bootstrap(
         episode_steps,
     )
 
-    def bootstrap(states: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        def score(x: np.ndarray, k: np.ndarray) -> torch.Tensor:
-            return head(torch.as_tensor(x), torch.as_tensor(k))
+    def score(states: np.ndarray, steps: np.ndarray) -> torch.Tensor:
+        return head(torch.as_tensor(states), torch.as_tensor(steps))
 
+    def bootstrap(states: np.ndarray, steps: np.ndarray) -> np.ndarray:
         return apply_in_chunks(score, states, steps).astype(np.float64)
 
     return bootstrap, {f"bootstrap_{k}": v for k, v in metrics.items()}
@@ -313,6 +312,14 @@ def token_encoding(
     return ConditioningConfig("value", std, target_return, offset=float(np.mean(tokens, dtype=np.float64)))
 
 
+def stitched_rows(transitions: Transitions) -> np.ndarray:
+    """Rows of stitched (prefix + imagined) trajectories: ``start_index >= 0`` (none without it)."""
+    start_index = transitions.extras.get("start_index")
+    if start_index is None:
+        return np.zeros(len(transitions), bool)
+    return np.asarray(start_index) >= 0
+
+
 def window_sampling(traj: Trajectories, imagined_share: float | None) -> tuple[np.ndarray | None, np.ndarray]:
     """Per-trajectory sampling probabilities and per-row loss weights for stitched data.
 
@@ -325,7 +332,7 @@ def window_sampling(traj: Trajectories, imagined_share: float | None) -> tuple[n
     start_index, imagined = t.extras.get("start_index"), t.extras.get("imagined")
     if start_index is None or imagined is None:
         return None, weights
-    stitched_row = start_index >= 0
+    stitched_row = stitched_rows(t)
     weights[stitched_row & ~imagined.astype(bool)] = 0.0
     stitched = stitched_row[traj.starts]
     if imagined_share is None or not stitched.any() or stitched.all():
