@@ -6,13 +6,16 @@
 # the 20% imagined share); RTG conditioning on the augmented data; an EMA (decay 0.998) of the
 # policy weights; the inference head on the state alone, V*(s), or on (s, t) (statehead, timedhead);
 # G_t bootstrapped at imagined ends with the data's mean return V_data(s, t) instead of the IQL V (bootdata);
-# value tokens divided by task.return_scale as DT's RTG instead of standardised (scaled).
+# value tokens divided by task.return_scale as DT's RTG instead of standardised (scaled); and that
+# with the imagined windows at their natural, length-proportional share instead of 20% (scaled-natural).
 # Stages 1-2 are shared (same config hash), so only the distillation runs again.
 # Runs go two at a time, one thread each. Every arm spells out the knobs it changes, so arms keep
 # their meaning when defaults move.
 # Usage: [ARMS="noaug ema0.998"] bash benchmarks/ablation.sh <budget> <task> [<seed>...]
 #   budget: cpu3k | cpu | paper; ARMS: a subset of the arms below (default: all).
-# Each run is labelled ipd-<arm><suffix> (logging.label), a column of `python scripts/results.py`.
+# Each run is labelled ipd-<arm><suffix>$LABEL_SUFFIX (logging.label), a column of
+# `python scripts/results.py`; set LABEL_SUFFIX (e.g. -a5749f, the dataset fingerprint's head) to keep
+# runs on another dataset build apart from the README table's.
 set -euo pipefail
 budget=${1:-cpu3k}; task=${2:-hopper-medium}; shift 2 || true
 seeds=${*:-0}
@@ -43,6 +46,7 @@ declare -A arms=(
   [scaled-noaug-alpha0]="policy.token_scale=return_scale policy.use_augmented=false policy.train.alpha=0"
   [noaug-alpha0]="policy.use_augmented=false policy.train.alpha=0"
   [bootdata]="policy.token_bootstrap=data policy.token_bootstrap_expectile=0.5"
+  [scaled-natural]="policy.token_scale=return_scale policy.imagined_share=null"
 )
 selected=${ARMS:-${!arms[*]}}
 for arm in $selected; do
@@ -53,7 +57,7 @@ for seed in $seeds; do
   for arm in $(printf '%s\n' $selected | sort); do
     log="runs/logs/$task-ipd-$arm-$seed.log"
     # shellcheck disable=SC2086
-    (python scripts/train.py task="$task" algo=ipd seed="$seed" ${arms[$arm]} logging.label="ipd-$arm$suffix" \
+    (python scripts/train.py task="$task" algo=ipd seed="$seed" ${arms[$arm]} logging.label="ipd-$arm$suffix${LABEL_SUFFIX:-}" \
       $common $dt $iql $wm $plan > "$log" 2>&1 && tail -n 1 "$log" || echo "FAILED: $log") &
     n=$((n + 1))
     if [ $((n % 2)) -eq 0 ]; then wait; fi
