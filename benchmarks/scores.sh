@@ -7,7 +7,7 @@
 #   run instead of waiting for its partner. Stage-1 artifacts are shared through the artifact store:
 #   the IQL run trains the value function, and the IPD run (listed after it) trains the world model,
 #   then reuses that value function (it waits on the artifact's lock if the IQL run still holds it).
-#   Labels: ipd<suffix>, dt<suffix>, iql, bc, bc10 (the first two end in $LABEL_SUFFIX when set); every run prints its JSON line (or FAILED), and
+#   Labels: ipd<suffix>, dt<suffix>, iql, bc, bc10, each followed by $LABEL_SUFFIX when set; every run prints its JSON line (or FAILED), and
 #   `python scripts/results.py --runs runs --out results --ledger results/runs.jsonl` records them in
 #   the committed ledger and tabulates them (final evaluation, mean ± std
 #   over seeds) with the wall time of each stage.
@@ -26,10 +26,10 @@ job() {  # job <task> <seed> <name> <overrides...>: one line of the job list
 }
 for task in $tasks; do
   for seed in $seeds; do
-    job "$task" "$seed" iql algo=iql $common $iql
+    job "$task" "$seed" iql algo=iql logging.label="iql${LABEL_SUFFIX:-}" $common $iql
     job "$task" "$seed" dt algo=dt logging.label="dt$suffix${LABEL_SUFFIX:-}" $common $dt
-    job "$task" "$seed" bc algo=bc $common $bc
-    job "$task" "$seed" bc10 algo=bc10 $common $bc
+    job "$task" "$seed" bc algo=bc logging.label="bc${LABEL_SUFFIX:-}" $common $bc
+    job "$task" "$seed" bc10 algo=bc10 logging.label="bc10${LABEL_SUFFIX:-}" $common $bc
     job "$task" "$seed" ipd algo=ipd logging.label="ipd$suffix${LABEL_SUFFIX:-}" $common $dt $iql $wm $plan
   done
 done > "$joblist"
