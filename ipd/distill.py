@@ -51,9 +51,10 @@ thousand imagined rows among a million real ones are never seen. The copied data
 stitched trajectory is context only (loss weight 0): those rows are already trained on in
 their original trajectory. The measured share of imagined tokens is in the metrics.
 On hopper-medium, where the accepted rollouts are no better than the data in the real env
-(README, replay check), the length-proportional share (4.5–6.9% of trained tokens) with DT's token
+(README, replay check), the length-proportional share (4.5–7.3% of trained tokens) with DT's token
 scale is the per-task default: over seeds 0–4 of one dataset build, same stage-1/2 artifacts, it
-scored 57.7 against 49.8 for standardised tokens at a 20% share (DT 57.3). The other tasks keep 0.2.
+scored 57.7 against 55.6 for standardised tokens at a 20% share (DT 57.3): level, not a
+measured gain; it does not oversample rollouts that are no better. The other tasks keep 0.2.
 
 **Loss:** action regression minus ``alpha``·Q(s, π(s))/mean|Q| with the stage-1 critic (see
 :mod:`ipd.models.sequence_trainer`); ``finetune_critic`` keeps training that critic on the
