@@ -123,16 +123,10 @@ def test_dt_vs_ipd_switch_by_config_alone():
     assert (ipd.policy.token_scale, ipd.policy.imagined_share) == ("return_scale", None)
     cheetah = load_config(["algo=ipd", "task=halfcheetah-medium"])
     assert (cheetah.policy.token_scale, cheetah.policy.imagined_share) == ("standardise", 0.2)
-    per_task = [
-        "algo=ipd",
-        "task=halfcheetah-medium",
-        "+task.token_scale=return_scale",
-        "+task.imagined_share=0.1",
-    ]
-    assert (load_config(per_task).policy.token_scale, load_config(per_task).policy.imagined_share) == (
-        "return_scale",
-        0.1,
-    )
+    per_task = load_config(
+        ["algo=ipd", "task=halfcheetah-medium", "+task.token_scale=return_scale", "+task.imagined_share=0.1"]
+    ).policy
+    assert (per_task.token_scale, per_task.imagined_share) == ("return_scale", 0.1)
     assert load_config(["algo=ipd", "policy.imagined_share=0.3"]).policy.imagined_share == 0.3
     assert dt.policy.condition == "rtg" and not dt.policy.use_augmented and dt.policy.train.alpha == 0
 
