@@ -7,7 +7,9 @@
 # policy weights; the inference head on the state alone, V*(s), or on (s, t) (statehead, timedhead);
 # G_t bootstrapped at imagined ends with the data's mean return V_data(s, t) instead of the IQL V (bootdata);
 # value tokens divided by task.return_scale as DT's RTG instead of standardised (scaled); and that
-# with the imagined windows at their natural, length-proportional share instead of 20% (scaled-natural).
+# with the imagined windows at their natural, length-proportional share instead of 20% (scaled-natural);
+# and the oracle arm simcheck (not offline): the accepted rollouts replayed in the real simulator,
+# only real improvements kept (augment.simulator_check, ipd/planning/simulator_check.py).
 # Stages 1-2 are shared (same config hash), so only the distillation runs again.
 # Runs go two at a time, one thread each. Every arm spells out the knobs it changes, so arms keep
 # their meaning when defaults move.
@@ -47,6 +49,7 @@ declare -A arms=(
   [noaug-alpha0]="policy.use_augmented=false policy.train.alpha=0"
   [bootdata]="policy.token_bootstrap=data policy.token_bootstrap_expectile=0.5"
   [scaled-natural]="policy.token_scale=return_scale policy.imagined_share=null"
+  [simcheck]="augment.simulator_check=true"
 )
 selected=${ARMS:-${!arms[*]}}
 for arm in $selected; do

@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from ipd.data import Trajectories, read_hdf5
-from ipd.evaluation import make_eval_env, reset_to_observation
+from ipd.evaluation import make_eval_env, replay_from_observation, reset_to_observation
 from ipd.models.value import IQLLearner
 from ipd.tasks import get_task
 
@@ -74,16 +74,8 @@ def imagined_segments(data) -> list[dict]:
 
 def replay(env, start_obs: np.ndarray, actions: np.ndarray) -> tuple[float, np.ndarray, bool]:
     """Real return, visited states [len+1, obs] and termination of an open-loop action sequence."""
-    env.reset(seed=0)
-    reset_to_observation(env, start_obs)
-    states, ret = [np.asarray(start_obs, np.float64)], 0.0
-    for a in actions:
-        obs, r, terminated, _, _ = env.step(a)
-        states.append(obs)
-        ret += float(r)
-        if terminated:
-            return ret, np.asarray(states), True
-    return ret, np.asarray(states), False
+    states, rewards, terminated, _ = replay_from_observation(env, start_obs, actions)
+    return float(rewards.sum()), states, terminated
 
 
 def dataset_continuation(

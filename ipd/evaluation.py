@@ -131,6 +131,27 @@ def reset_to_observation(env: gym.Env, observation: np.ndarray) -> bool:
     return not bool(np.any(np.isclose(np.abs(qvel), QVEL_CLIP)))
 
 
+def replay_from_observation(
+    env: gym.Env, observation: np.ndarray, actions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """Replay ``actions`` open loop in ``env`` from the state behind ``observation``.
+
+    Returns the visited states ``[l + 1, obs]`` (the start included), the rewards ``[l]``, whether
+    the env terminated (then ``l`` may be shorter than ``len(actions)``) and whether the reset was
+    exact (:func:`reset_to_observation`).
+    """
+    env.reset(seed=0)
+    exact = reset_to_observation(env, observation)
+    states, rewards = [np.asarray(observation, np.float64)], []
+    for a in np.asarray(actions):
+        obs, r, terminated, _, _ = env.step(a)
+        states.append(obs)
+        rewards.append(float(r))
+        if terminated:
+            return np.asarray(states), np.asarray(rewards), True, exact
+    return np.asarray(states), np.asarray(rewards, np.float64), False, exact
+
+
 def make_vector_env(
     task: TaskSpec, num_envs: int, max_episode_steps: int = 1000, asynchronous: bool = False
 ) -> gym.vector.VectorEnv:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from ipd.artifacts import Artifact, ArtifactStore, dataset_fingerprint
 from ipd.config import (  # noqa: F401 (API)
@@ -33,7 +34,7 @@ from ipd.config import (  # noqa: F401 (API)
 )
 from ipd.data import DatasetError, Normalizer, Transitions, open_dataset, read_hdf5, resolve_task, write_hdf5
 from ipd.distill import distill_policy
-from ipd.evaluation import EvalResult, evaluate_with_config
+from ipd.evaluation import EvalResult, evaluate_with_config, make_eval_env, replay_from_observation
 from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
 from ipd.logging import RunLogger, run_label, run_logger
 from ipd.models.base import Policy
@@ -45,6 +46,7 @@ from ipd.models.world_model import EnsembleWorldModel
 from ipd.models.world_model_training import train_world_model
 from ipd.planning.augment import augment_dataset
 from ipd.planning.planner import Planner
+from ipd.planning.simulator_check import check_in_simulator
 from ipd.rundir import current_run_dir
 from ipd.tasks import TaskSpec, UnknownTaskError, get_task
 from ipd.utils import resolve_device, set_seed
@@ -173,7 +175,12 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
         iql, iql_art = learn_value(ctx)
     aug_cfg = section(ctx.cfg, "augment")
     parents = {"world_model_hash": wm_art.hash, "value_hash": iql_art.hash}
-    conf = {**ctx.stage_config("augment", **parents), "planner": ctx.plain("planner")}
+    # The model-only artifact's hash leaves the oracle switch out, so the checked variant reuses it
+    # and artifacts from before the switch existed stay valid.
+    aug_plain = ctx.plain("augment")
+    simulator_check = bool(aug_plain.pop("simulator_check", False))
+    conf = {"augment": aug_plain, "seed": ctx.seed, "data": ctx.fingerprint, **parents}
+    conf["planner"] = ctx.plain("planner")
     art = ctx.store.artifact(ctx.task.name, "augment", conf)
     with ctx.store.lock(art):
         if not _reuse(art, "augment"):
@@ -203,6 +210,32 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
                 f.unlink()
             art.finish(result.stats)
             print(f"[ipd] augment: {json.dumps({k: result.stats[k] for k in _SUMMARY_KEYS})}")
+    if simulator_check:
+        return _simulator_checked(ctx, art, iql, aug_cfg)
+    return read_hdf5(art.file("augmented.hdf5")), art
+
+
+def _simulator_checked(ctx: Context, model_art: Artifact, iql, aug_cfg) -> tuple[Transitions, Artifact]:
+    """Oracle arm (``augment.simulator_check``): the model artifact's rollouts replayed in the real env."""
+    art = ctx.store.artifact(ctx.task.name, "augment", {**model_art.config, "simulator_check": True})
+    with ctx.store.lock(art):
+        if not _reuse(art, "augment (simulator check)"):
+            env = make_eval_env(ctx.task)
+            dataset, stats = check_in_simulator(
+                read_hdf5(model_art.file("augmented.hdf5")),
+                lambda obs, actions: replay_from_observation(env, obs, actions),
+                iql.value,
+                float(ctx.cfg.value.gamma),
+                aug_cfg.min_improvement,
+                min(aug_cfg.min_rollout_length, aug_cfg.rollout_length),
+                progress=lambda it: tqdm(it, desc="augment: simulator check", disable=not ctx.progress),
+            )
+            env.close()
+            stats["model_artifact"] = str(model_art.path)
+            write_hdf5(art.file("augmented.hdf5"), dataset, attrs={"task": ctx.task.name})
+            atomic_write_json(art.file("stats.json"), stats)
+            art.finish(stats)
+            print(f"[ipd] augment (simulator check): {json.dumps(stats)}")
     return read_hdf5(art.file("augmented.hdf5")), art
 
 

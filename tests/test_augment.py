@@ -261,3 +261,41 @@ def test_acceptance_compares_with_the_dataset_over_the_rollout_own_length():
     ro["lengths"] = np.array([2, 5, 4])
     accepted, _ = accept_rollouts(ro, cont, threshold=10.0, min_improvement=0.0, min_length=3)
     assert accepted.tolist() == [False, True, True]  # too short to count: rejected
+
+
+def test_simulator_check_keeps_real_outcomes_and_only_real_gains():
+    from ipd.planning.simulator_check import check_in_simulator
+
+    t = chain_transitions(n_eps=1, length=40)  # reward 1 per step, V = 0: continuation = Σγ^k
+    traj = Trajectories.from_transitions(t)
+    starts = np.array([5, 10, 20, 30])
+    ro = _rollouts(4, 4)  # the model predicts reward 2 per step
+    ro["states"][:, :, 0] = starts[:, None] + np.arange(5)
+    augmented = stitch(traj, starts, ro, np.ones(4, bool), np.zeros(len(t), np.float32), None)
+
+    def simulate(obs, actions):  # start 5 gains then falls, 10 gains, 20 loses, 30 is not an exact reset
+        s0 = float(obs[0])
+        n = 2 if s0 == 5 else len(actions)
+        states = np.concatenate([[s0], s0 + 1000 + np.arange(1, n + 1)])[:, None]
+        reward = 0.5 if s0 == 20 else 3.0
+        return states, np.full(n, reward), s0 == 5, s0 != 30
+
+    gamma = 0.9
+    out, stats = check_in_simulator(augmented, simulate, lambda s: np.zeros(len(s)), gamma)
+    assert (stats["checked"], stats["exact_resets"], stats["accepted"]) == (4, 3, 2)
+    ext = out.extras
+    np.testing.assert_array_equal(out.rewards[: len(t)], t.rewards)  # the original rows are untouched
+    assert (ext["start_index"][ext["imagined"]] == np.array([5, 5, 10, 10, 10, 10])).all()
+    assert np.allclose(out.rewards[ext["imagined"]], 3.0)  # the simulator's rewards, not the model's 2
+    tail10 = ext["imagined"] & (ext["start_index"] == 10)
+    np.testing.assert_array_equal(out.observations[tail10, 0], [10, 1011, 1012, 1013])
+    tail5 = np.flatnonzero(ext["imagined"] & (ext["start_index"] == 5))
+    assert out.terminals[tail5[-1]] and not out.timeouts[tail5[-1]]  # the real fall ends the tail
+    assert out.timeouts[np.flatnonzero(tail10)[-1]]
+    assert ((ext["start_index"] == 10) & ~ext["imagined"]).sum() == 10  # the dataset prefix is kept
+    disc4 = sum(gamma**k for k in range(4))
+    assert stats["mean_predicted_improvement"] == pytest.approx(disc4)  # 2/step predicted vs 1/step
+    real_gains = [(3 + 3 * gamma) - (1 + gamma), 3 * disc4 - disc4, 0.5 * disc4 - disc4]
+    assert stats["mean_real_improvement"] == pytest.approx(np.mean(real_gains), rel=1e-5)
+    assert stats["mean_improvement_accepted"] == pytest.approx(np.mean(real_gains[:2]), rel=1e-5)
+    assert stats["imagined_rows"] == 6

@@ -223,3 +223,22 @@ def test_reset_to_observation_flags_clipped_velocity_and_rejects_wrong_dims():
     assert not reset_to_observation(env, obs)
     with pytest.raises(ValueError, match="needs 11"):
         reset_to_observation(env, np.zeros(17))
+
+
+def test_replay_from_observation_reproduces_the_recorded_rewards():
+    from ipd.evaluation import replay_from_observation
+
+    rng = np.random.default_rng(1)
+    env = make_eval_env(get_task("hopper-medium"))
+    obs, _ = env.reset(seed=5)
+    start, actions, rewards = obs, rng.uniform(-0.3, 0.3, (6, 3)), []
+    for a in actions:
+        obs, r, terminated, *_ = env.step(a)
+        rewards.append(r)
+        assert not terminated
+    states, real, terminated, exact = replay_from_observation(
+        make_eval_env(get_task("hopper-medium")), start, actions
+    )
+    assert exact and not terminated and states.shape == (7, 11)
+    np.testing.assert_allclose(real, rewards, atol=1e-8)
+    np.testing.assert_allclose(states[-1], obs, atol=1e-8)

@@ -89,6 +89,34 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
     assert res["task"] == "hopper-medium" and res["episodes"] == 2
 
 
+def test_simulator_check_arm_reuses_the_model_artifact_and_replays_in_the_env(smoke_args):
+    from ipd.data import read_hdf5
+    from ipd.evaluation import make_eval_env, replay_from_observation
+    from ipd.tasks import get_task
+
+    args, runs = smoke_args
+    model = last_json(run_script("augment.py", "task=hopper-medium", *args).stdout)
+    checked = run_script("augment.py", "task=hopper-medium", "augment.simulator_check=true", *args)
+    assert "augment: reusing finished artifact" in checked.stdout  # the model-only stage 2 is shared
+    out = last_json(checked.stdout)
+    art = Path(out["augment"])
+    stats = json.loads((art / "stats.json").read_text())
+    assert stats["simulator_check"] and stats["checked"] == model["accepted"]
+    assert stats["model_artifact"] == model["augment"] and art != Path(model["augment"])
+    model_conf = OmegaConf.load(Path(model["augment"]) / "config.yaml")
+    assert "simulator_check" not in model_conf.augment  # pre-existing stage-2 hashes stay valid
+    data = read_hdf5(art / "augmented.hdf5")
+    imagined = np.flatnonzero(data.extras["imagined"])
+    assert len(imagined) == stats["imagined_rows"]
+    assert len(imagined), "the smoke stage 2 should keep at least one real improvement"
+    # The first kept tail is exactly what the env does with its actions.
+    ends = np.flatnonzero(data.terminals | data.timeouts)
+    tail = np.arange(imagined[0], ends[ends >= imagined[0]][0] + 1)
+    env = make_eval_env(get_task("hopper-medium"))
+    _, rewards, _, _ = replay_from_observation(env, data.observations[tail[0]], data.actions[tail])
+    np.testing.assert_allclose(data.rewards[tail], rewards, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("algo", ["dt", "iql", "bc", "bc10"])
 def test_baselines_through_the_same_script(smoke_args, algo):
     args, runs = smoke_args

@@ -60,6 +60,7 @@ class AugmentConfig:
     min_improvement: float = 0.0
     max_prefix_length: int | None = 19
     batch_size: int = 1024
+    simulator_check: bool = False  # oracle arm, not offline: ipd/planning/simulator_check.py
 
     def __post_init__(self) -> None:
         if self.select_by not in ("advantage", "gap", "either"):
