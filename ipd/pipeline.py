@@ -48,6 +48,7 @@ from ipd.planning.augment import augment_dataset
 from ipd.planning.planner import Planner
 from ipd.planning.simulator_check import check_in_simulator
 from ipd.rundir import current_run_dir
+from ipd.simulator import SimulatorDynamics
 from ipd.tasks import TaskSpec, UnknownTaskError, get_task
 from ipd.utils import resolve_device, set_seed
 
@@ -175,21 +176,28 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
         iql, iql_art = learn_value(ctx)
     aug_cfg = section(ctx.cfg, "augment")
     parents = {"world_model_hash": wm_art.hash, "value_hash": iql_art.hash}
-    # The model-only artifact's hash leaves the oracle switch out, so the checked variant reuses it
-    # and artifacts from before the switch existed stay valid.
+    # The checked arm derives from the model-only artifact, whose hash leaves the switch out; keys
+    # added later stay out of the hash at their default, so stored artifacts stay valid.
     aug_plain = ctx.plain("augment")
     simulator_check = bool(aug_plain.pop("simulator_check", False))
+    for key, default in _AUGMENT_HASH_NEUTRAL.items():
+        if aug_plain.get(key) == default:
+            aug_plain.pop(key)
     conf = {"augment": aug_plain, "seed": ctx.seed, "data": ctx.fingerprint, **parents}
     conf["planner"] = ctx.plain("planner")
     art = ctx.store.artifact(ctx.task.name, "augment", conf)
     with ctx.store.lock(art):
         if not _reuse(art, "augment"):
-            cached = wm_art.metrics().get("uncertainty_quantiles") or {}
-            threshold = dataset_quantiles(world_model, ctx.data, (aug_cfg.uncertainty_quantile,), cached)
-            threshold = threshold[str(aug_cfg.uncertainty_quantile)]
+            if aug_cfg.dynamics == "simulator":  # oracle arm: exact dynamics, U = 0 everywhere
+                dynamics, threshold = SimulatorDynamics(ctx.task), 0.0
+            else:
+                cached = wm_art.metrics().get("uncertainty_quantiles") or {}
+                q = aug_cfg.uncertainty_quantile
+                dynamics = world_model
+                threshold = dataset_quantiles(world_model, ctx.data, (q,), cached)[str(q)]
             plan_cfg = dataclasses.replace(section(ctx.cfg, "planner"), uncertainty_threshold=threshold)
             planner = Planner(
-                world_model, plan_cfg, ctx.data.act_dim, value_fn=iql.value_fn(), prior=iql.actor_prior()
+                dynamics, plan_cfg, ctx.data.act_dim, value_fn=iql.value_fn(), prior=iql.actor_prior()
             )
             result = augment_dataset(
                 ctx.data,
@@ -239,6 +247,7 @@ def _simulator_checked(ctx: Context, model_art: Artifact, iql, aug_cfg) -> tuple
     return read_hdf5(art.file("augmented.hdf5")), art
 
 
+_AUGMENT_HASH_NEUTRAL = {"dynamics": "model"}
 _SUMMARY_KEYS = ("selected", "accepted", "acceptance_rate", "mean_improvement_accepted", "imagined_rows")
 
 

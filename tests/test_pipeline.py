@@ -117,6 +117,28 @@ def test_simulator_check_arm_reuses_the_model_artifact_and_replays_in_the_env(sm
     np.testing.assert_allclose(data.rewards[tail], rewards, rtol=1e-5, atol=1e-5)
 
 
+def test_simulator_dynamics_arm_plans_in_the_env(smoke_args):
+    from ipd.data import read_hdf5
+    from ipd.evaluation import make_eval_env, replay_from_observation
+    from ipd.tasks import get_task
+
+    args, _ = smoke_args
+    model = last_json(run_script("augment.py", "task=hopper-medium", *args).stdout)
+    out = last_json(
+        run_script("augment.py", "task=hopper-medium", "augment.dynamics=simulator", *args).stdout
+    )
+    assert out["augment"] != model["augment"] and out["accepted"] > 0
+    data = read_hdf5(Path(out["augment"]) / "augmented.hdf5")
+    imagined = np.flatnonzero(data.extras["imagined"])
+    unclipped = imagined[(np.abs(data.observations[imagined, 5:]) < 9.999).all(1)]
+    first = unclipped[:1]  # an imagined step is a real env step (exact where no velocity is clipped)
+    env = make_eval_env(get_task("hopper-medium"))
+    states, rewards, _, exact = replay_from_observation(env, data.observations[first[0]], data.actions[first])
+    assert exact
+    np.testing.assert_allclose(data.rewards[first], rewards, atol=1e-4)
+    np.testing.assert_allclose(data.next_observations[first[0]], states[1], atol=1e-4)
+
+
 @pytest.mark.parametrize("algo", ["dt", "iql", "bc", "bc10"])
 def test_baselines_through_the_same_script(smoke_args, algo):
     args, runs = smoke_args

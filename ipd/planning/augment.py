@@ -61,6 +61,7 @@ class AugmentConfig:
     max_prefix_length: int | None = 19
     batch_size: int = 1024
     simulator_check: bool = False  # oracle arm, not offline: ipd/planning/simulator_check.py
+    dynamics: str = "model"  # model (the world model) | simulator (oracle arm, not offline: ipd/simulator.py)
 
     def __post_init__(self) -> None:
         if self.select_by not in ("advantage", "gap", "either"):
@@ -71,6 +72,8 @@ class AugmentConfig:
             raise ValueError("augment.rollout_length and augment.batch_size must be >= 1")
         if self.min_rollout_length < 1:
             raise ValueError("augment.min_rollout_length must be >= 1 (it is capped at rollout_length)")
+        if self.dynamics not in ("model", "simulator"):
+            raise ValueError(f"augment.dynamics must be model|simulator, got '{self.dynamics}'")
         if self.max_prefix_length is not None and self.max_prefix_length < 0:
             raise ValueError("augment.max_prefix_length must be >= 0 or null")
 

@@ -1,0 +1,81 @@
+"""The real MuJoCo simulator behind the planner's dynamics-model interface: stage 2's oracle.
+
+Not offline RL. :class:`SimulatorDynamics` lets the MPC planner of stage 2 plan and execute in the
+true dynamics instead of the learned world model (``augment.dynamics=simulator``), so that an
+ablation can tell the world model's share of IPD's result from the planner's and the value's:
+same start states, same planner, same terminal value, perfect model.
+
+Every batched ``step`` sets each row's physical state from its observation (as
+:func:`ipd.evaluation.reset_to_observation` does: x position 0, which rewards do not depend on),
+advances ``frame_skip`` physics steps under the action with ``mujoco.rollout`` (one C call for the
+whole batch), and computes the gymnasium v4 locomotion reward and termination:
+``forward_weight * Δx / dt + healthy_reward - ctrl_weight * |a|²``, terminated when the
+(unclipped) next state is unhealthy. Velocities at the ±10 observation clip are taken as ±10,
+so rows there are approximate, as in the replay check.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout
+
+from ipd.evaluation import QVEL_CLIP, make_eval_env
+from ipd.models.base import ModelStep
+from ipd.tasks import TaskSpec
+
+
+class SimulatorDynamics:
+    """Batched ``step(states, actions) -> ModelStep`` in the task's real env (uncertainty 0)."""
+
+    def __init__(self, task: TaskSpec):
+        env = make_eval_env(task)
+        env.reset(seed=0)
+        sim = env.unwrapped
+        self.model = sim.model
+        self.data = mujoco.MjData(sim.model)
+        self.task = task
+        self.frame_skip, self.dt = int(sim.frame_skip), float(sim.dt)
+        self.forward_weight = float(sim._forward_reward_weight)
+        self.ctrl_weight = float(sim._ctrl_cost_weight)
+        # v4 hopper/walker2d pay the healthy reward on every step (they terminate when unhealthy).
+        self.healthy_reward = float(getattr(sim, "_healthy_reward", 0.0))
+        self.clips_velocity = task.env.name in ("hopper", "walker2d")
+        self.nq, self.nv = sim.model.nq, sim.model.nv
+        self.spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self.template = np.zeros(mujoco.mj_stateSize(sim.model, self.spec))
+        mujoco.mj_getState(sim.model, sim.data, self.template, self.spec)
+        if len(self.template) != 1 + self.nq + self.nv:  # time, qpos, qvel and nothing else
+            raise ValueError(f"{task.gym_id}: SimulatorDynamics supports envs without actuator state")
+        env.close()
+
+    def step(
+        self, states: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> ModelStep:
+        obs = states.detach().cpu().double().numpy()
+        act = np.clip(actions.detach().cpu().double().numpy(), -1.0, 1.0)
+        init = np.repeat(self.template[None], len(obs), 0)
+        init[:, 2 : 1 + self.nq] = obs[:, : self.nq - 1]  # qpos[1:]; qpos[0] (x) = 0
+        init[:, 1 + self.nq :] = obs[:, self.nq - 1 :]
+        init[:, :2] = 0.0  # time and x position
+        ctrl = np.repeat(act[:, None], self.frame_skip, 1)
+        out, _ = rollout.rollout(self.model, self.data, init, ctrl)
+        qpos, qvel = out[:, -1, 1 : 1 + self.nq], out[:, -1, 1 + self.nq :]
+        reward = (
+            self.forward_weight * qpos[:, 0] / self.dt
+            + self.healthy_reward
+            - self.ctrl_weight * (act**2).sum(-1)
+        )
+        raw = np.concatenate([qpos[:, 1:], qvel], 1)
+        terminals = self.task.is_terminal_np(raw)
+        if self.clips_velocity:
+            qvel = np.clip(qvel, -QVEL_CLIP, QVEL_CLIP)
+        next_obs = np.concatenate([qpos[:, 1:], qvel], 1)
+        like = dict(dtype=states.dtype, device=states.device)
+        return ModelStep(
+            torch.as_tensor(next_obs, **like),
+            torch.as_tensor(reward, **like),
+            torch.as_tensor(terminals, device=states.device),
+            torch.zeros(len(obs), **like),
+        )
