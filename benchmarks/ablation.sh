@@ -9,7 +9,9 @@
 # value tokens divided by task.return_scale as DT's RTG instead of standardised (scaled); and that
 # with the imagined windows at their natural, length-proportional share instead of 20% (scaled-natural);
 # and the oracle arm simcheck (not offline): the accepted rollouts replayed in the real simulator,
-# only real improvements kept (augment.simulator_check, ipd/planning/simulator_check.py).
+# only real improvements kept (augment.simulator_check, ipd/planning/simulator_check.py); and simdyn
+# (not offline): stage 2 plans and executes in the real simulator instead of the world model
+# (augment.dynamics=simulator, ipd/simulator.py).
 # Stages 1-2 are shared (same config hash), so only the distillation runs again.
 # Runs go two at a time, one thread each. Every arm spells out the knobs it changes, so arms keep
 # their meaning when defaults move.
@@ -50,6 +52,7 @@ declare -A arms=(
   [bootdata]="policy.token_bootstrap=data policy.token_bootstrap_expectile=0.5"
   [scaled-natural]="policy.token_scale=return_scale policy.imagined_share=null"
   [simcheck]="augment.simulator_check=true"
+  [simdyn]="augment.dynamics=simulator"
 )
 selected=${ARMS:-${!arms[*]}}
 for arm in $selected; do
