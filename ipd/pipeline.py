@@ -50,7 +50,7 @@ from ipd.planning.simulator_check import check_in_simulator
 from ipd.rundir import current_run_dir
 from ipd.simulator import SimulatorDynamics
 from ipd.tasks import TaskSpec, UnknownTaskError, get_task
-from ipd.utils import resolve_device, set_seed
+from ipd.utils import library_versions, resolve_device, set_seed
 
 
 @dataclass
@@ -355,6 +355,7 @@ def run_train(cfg: DictConfig) -> float:
             artifacts=info,
             eval=result.to_dict(),
             train_time_s=train_time,
+            versions=library_versions(),
         )
         logger.log(_eval_metrics(result), 0, "final/")
     finally:

@@ -87,7 +87,7 @@ LEDGER_STAGES = ("world_model", "value", "augment", "policy", "bc")
 # made them (``runs/`` is not committed).
 LEDGER_FIELDS = (
     "task", "label", "algo", "seed", "normalized_score", "normalized_score_std", "episodes",
-    "env_id", "score_reference",
+    "env_id", "score_reference", "versions",
 )  # fmt: skip
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 import random
 from collections.abc import Callable
+from importlib import metadata
 
 import numpy as np
 import torch
@@ -14,6 +16,24 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# Packages whose versions change results: the dataset builder's output depends on the MuJoCo
+# version (two builds of hopper-medium with different episode counts were seen), and training
+# numerics on torch/numpy.
+RESULT_PACKAGES = ("ipd", "torch", "numpy", "gymnasium", "mujoco")
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and :data:`RESULT_PACKAGES`' installed versions (``"absent"`` if not installed),
+    recorded with every run so scores can be traced to the software that made them."""
+    versions = {"python": platform.python_version()}
+    for name in RESULT_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -148,7 +148,13 @@ def test_results_ledger_combines_committed_and_local_runs(tmp_path):
     d = runs / "hopper-medium" / "train" / "ipd" / "2026-01-01_00-00-00-000000_abcdef_seed1"
     d.mkdir(parents=True)
     (d / "metrics.json").write_text(
-        json.dumps({**_run_row("hopper-medium", "ipd", 1, 70.0, None), "artifacts": {"value": str(art)}})
+        json.dumps(
+            {
+                **_run_row("hopper-medium", "ipd", 1, 70.0, None),
+                "artifacts": {"value": str(art)},
+                "versions": {"mujoco": "4.0.0"},
+            }
+        )
     )
     out = tmp_path / "results"
     argv = [sys.executable, str(ROOT / "scripts" / "results.py"), "--runs", str(runs), "--out", str(out)]
@@ -159,6 +165,7 @@ def test_results_ledger_combines_committed_and_local_runs(tmp_path):
     rows = [json.loads(line) for line in ledger.read_text().splitlines()]
     assert [(r["seed"], r["stage_wall_s"]) for r in rows] == [(0, {"value": 600.0}), (1, {"value": 1200.0})]
     assert "data" not in rows[0] and rows[1]["data"] == "a5749f1dd98df165"  # recorded from the artifact
+    assert rows[1]["versions"] == {"mujoco": "4.0.0"}  # the software the run used, kept in the ledger
     assert "(2 rows)" in proc.stdout
     # Without local runs the ledger alone rebuilds the same table.
     subprocess.run(
