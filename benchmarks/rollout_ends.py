@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from augment import imagined_segments  # benchmarks/augment.py, the script's own dir
+from augment import dataset_continuation, imagined_segments  # benchmarks/augment.py, the script's own dir
 
 from ipd.data import Trajectories, read_hdf5
 from ipd.models.value import IQLLearner
@@ -66,14 +66,12 @@ def end_pairs(data, segments: list[dict]) -> dict[str, np.ndarray]:
         if seg["terminal"]:
             continue
         row, length = seg["source_row"], len(seg["actions"])
-        ep = int(np.searchsorted(traj.starts, row, side="right") - 1)
-        last = min(row + length, int(traj.starts[ep] + traj.lengths[ep])) - 1
-        fell = bool(original.terminals[last])
-        if last < row + length - 1 and not fell:
+        _, rewards, fell = dataset_continuation(original, traj, row, length)
+        if len(rewards) < length and not fell:
             cut += 1
             continue
         ends.append(seg["states"][-1])
-        data_ends.append(original.next_observations[last])
+        data_ends.append(original.next_observations[row + len(rewards) - 1])
         data_fell.append(fell)
     return {
         "end": np.array(ends), "data_end": np.array(data_ends), "data_fell": np.array(data_fell, bool),
@@ -81,7 +79,7 @@ def end_pairs(data, segments: list[dict]) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
-def group_summary(pairs: dict, mask: np.ndarray, res: dict, steps: int) -> dict:
+def group_summary(mask: np.ndarray, res: dict, steps: int) -> dict:
     if not mask.any():
         return {"n": 0}
     r = {k: v[mask] for k, v in res.items()}
@@ -128,8 +126,8 @@ def main() -> None:
         "task": task.name,
         "artifact": str(art),
         "steps": args.steps,
-        "data_running": group_summary(pairs, ~fell, res, args.steps),
-        "data_fell": group_summary(pairs, fell, res, args.steps),
+        "data_running": group_summary(~fell, res, args.steps),
+        "data_fell": group_summary(fell, res, args.steps),
         "left_out_time_limit": pairs["cut"],
         "wall_time_s": time.perf_counter() - t0,
     }
