@@ -32,9 +32,11 @@ from ipd.config import (  # noqa: F401 (API)
     to_plain,
     validate_config,
 )
-from ipd.data import DatasetError, Normalizer, Transitions, open_dataset, read_hdf5, resolve_task, write_hdf5
+from ipd.data import DatasetError, Normalizer, Transitions, read_hdf5, resolve_task, write_hdf5
 from ipd.distill import distill_policy
 from ipd.evaluation import EvalResult, evaluate_with_config, make_eval_env, replay_from_observation
+from ipd.generate import GenerateError
+from ipd.generate.fallback import open_or_generate
 from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
 from ipd.logging import RunLogger, run_label, run_logger
 from ipd.models.base import Policy
@@ -65,6 +67,7 @@ class Context:
     device: torch.device
     logger: RunLogger | None = None
     progress: bool = True
+    origin: str = "file"  # where the data came from: d4rl | minari | generated | file
 
     @property
     def seed(self) -> int:
@@ -86,7 +89,7 @@ def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
     validate_config(cfg)
     task = get_task(str(cfg.task.name), env_version=cfg.task.get("env_version"))
     set_seed(int(cfg.seed))
-    loaded = open_dataset(
+    loaded = open_or_generate(
         task,
         data_dir=cfg.data.dir,
         download_missing=bool(cfg.data.download),
@@ -94,8 +97,13 @@ def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
         minari_id=cfg.data.minari_id,
         source=cfg.data.get("source", "auto"),
         env_version=cfg.task.get("env_version"),
+        generate=bool(cfg.data.get("generate", False)),
+        generate_size=cfg.data.get("generate_size"),
+        generate_seed=int(cfg.data.get("generate_seed", 0)),
+        progress=bool(cfg.logging.progress),
     )
     task, data = loaded.task, loaded.transitions  # task: the env and reference scores of this data
+    print(f"[ipd] data: {loaded.source} (origin: {loaded.origin})")
     if data.obs_dim != task.obs_dim or data.act_dim != task.act_dim:
         raise ConfigError(
             f"Dataset for '{task.name}' has obs/act dims {data.obs_dim}/{data.act_dim}, "
@@ -103,8 +111,9 @@ def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
         )
     store = ArtifactStore(Path(cfg.paths.runs))
     progress = bool(cfg.logging.progress)
+    fingerprint = dataset_fingerprint(data)
     return Context(
-        cfg, task, data, dataset_fingerprint(data), store, resolve_device(cfg.device), logger, progress
+        cfg, task, data, fingerprint, store, resolve_device(cfg.device), logger, progress, loaded.origin
     )
 
 
@@ -347,6 +356,8 @@ def run_train(cfg: DictConfig) -> float:
             "run_dir": str(run_dir),
             "env_id": result.env_id,
             "score_reference": result.score_reference,
+            "data_origin": ctx.origin,
+            "data": ctx.fingerprint,
         }
         logger.update_summary(
             **summary,
@@ -411,6 +422,6 @@ def cli(fn, cfg: DictConfig):
     """Run a script entry point; known input errors exit with their message, not a traceback."""
     try:
         return fn(cfg)
-    except (ConfigError, DatasetError, CheckpointError, UnknownTaskError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, UnknownTaskError, GenerateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -87,7 +87,7 @@ LEDGER_STAGES = ("world_model", "value", "augment", "policy", "bc")
 # made them (``runs/`` is not committed).
 LEDGER_FIELDS = (
     "task", "label", "algo", "seed", "normalized_score", "normalized_score_std", "episodes",
-    "env_id", "score_reference", "versions",
+    "env_id", "score_reference", "versions", "data_origin", "data",
 )  # fmt: skip
 
 
@@ -102,7 +102,7 @@ def ledger_row(run: dict) -> dict:
         except (OSError, KeyError, ValueError, TypeError):
             continue
     row = {k: run[k] for k in LEDGER_FIELDS if k in run}
-    if data:  # which dataset build the run trained on, so tables never silently mix two builds
+    if data and "data" not in row:  # which dataset build the run trained on (older runs: from artifacts)
         row["data"] = data
     return {**row, "run": Path(run["run_dir"]).name, "stage_wall_s": walls}  # run: the time-stamped dir
 

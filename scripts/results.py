@@ -37,12 +37,27 @@ from ipd.compare import compare_labels
 from ipd.rundir import LEDGER_STAGES, finished_runs, merge_ledger, read_ledger, write_ledger
 
 
+def data_build(row: dict) -> str:
+    """``<origin>:<fingerprint>`` of the dataset a run trained on (``?`` where not recorded)."""
+    return f"{row.get('data_origin') or '?'}:{row.get('data') or '?'}"
+
+
 def _group(rows: list[dict]) -> tuple[dict[tuple[str, str], list[dict]], list[str], list[str]]:
-    """Runs by (task, label), and the sorted tasks and labels."""
+    """Runs by (task, label), and the sorted tasks and labels. A cell never pools datasets: where
+    one (task, label) holds runs on different data (two recorded origins or two recorded
+    fingerprints differ), each build becomes a label of its own, ``<label> @<origin>:<fingerprint[:6]>``.
+    A run that predates the record (``?``) pools with the others."""
     by = defaultdict(list)
     for r in rows:
         by[(r["task"], r["label"])].append(r)
-    return by, sorted({t for t, _ in by}), sorted({a for _, a in by})
+    cells = defaultdict(list)
+    for (task, label), runs in by.items():
+        origins = {r["data_origin"] for r in runs if r.get("data_origin")}
+        mixed = len(origins) > 1 or len({r["data"] for r in runs if r.get("data")}) > 1
+        for r in runs:
+            origin, _, fingerprint = data_build(r).partition(":")
+            cells[(task, f"{label} @{origin}:{fingerprint[:6]}" if mixed else label)].append(r)
+    return cells, sorted({t for t, _ in cells}), sorted({a for _, a in cells})
 
 
 def _score_and_spread(runs: list[dict]) -> tuple[float, float | None]:

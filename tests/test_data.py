@@ -178,11 +178,12 @@ def test_missing_dataset_says_where_it_looked_and_how_to_provide_it(tmp_path, is
     assert "walker2d-medium-replay" in msg
     assert str(tmp_path / "nowhere" / "walker2d-medium-replay.hdf5") in msg
     assert str(tmp_path / "d4rl-dir-unset" / "walker2d_medium_replay-v2.hdf5") in msg
-    assert "Provide it" in msg and "build.py" in msg and "data.dir" in msg
+    assert "Provide it" in msg and "make_dataset.py" in msg and "data.dir" in msg
     assert "walker2d_medium_replay-v2.hdf5" in msg  # the download URL
-    # The D4RL and Minari ways come first; the local builder only "if you have" it.
-    d4rl, minari, builder = msg.index("D4RL download"), msg.index("Minari:"), msg.index("build.py")
-    assert d4rl < minari < builder and "if you have the benchmark builder" in msg
+    # The D4RL and Minari ways come first; local generation (not the D4RL release) last.
+    d4rl, minari, generator = msg.index("D4RL download"), msg.index("Minari:"), msg.index("make_dataset.py")
+    assert d4rl < minari < generator and "not the D4RL release" in msg
+    assert "build.py" not in msg
     assert "../shared" not in msg and "pip install 'ipd[minari]'" in msg
     # A level Minari has gets its Minari id named.
     with pytest.raises(DatasetError, match="data.minari_id=mujoco/walker2d/medium-v0"):

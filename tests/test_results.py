@@ -182,3 +182,46 @@ def test_ledger_sorts_seeds_as_numbers():
 
     rows = [_run_row("hopper-medium", "dt", s, float(s), None) for s in (10, 2, 0)]
     assert [r["seed"] for r in merge_ledger(rows, [])] == [0, 2, 10]
+
+
+def test_a_cell_never_pools_datasets_of_different_origin_or_build():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import results
+
+    rows = [
+        {
+            "task": "hopper-medium",
+            "label": "ipd",
+            "seed": 0,
+            "normalized_score": 50.0,
+            "data_origin": "generated",
+            "data": "aaaaaa11",
+        },
+        {
+            "task": "hopper-medium",
+            "label": "ipd",
+            "seed": 1,
+            "normalized_score": 60.0,
+            "data_origin": "generated",
+            "data": "aaaaaa11",
+        },
+        {
+            "task": "hopper-medium",
+            "label": "ipd",
+            "seed": 0,
+            "normalized_score": 70.0,
+            "data_origin": "d4rl",
+            "data": "bbbbbb22",
+        },
+        {
+            "task": "hopper-medium",
+            "label": "dt",
+            "seed": 0,
+            "normalized_score": 40.0,
+            "data_origin": "generated",
+            "data": "aaaaaa11",
+        },
+    ]
+    md = results.table(rows)
+    assert "| task | dt | ipd @d4rl:bbbbbb | ipd @generated:aaaaaa |" in md
+    assert "| hopper-medium | 40.0 (n=1) | 70.0 (n=1) | 55.0 ± 5.0 (n=2) |" in md

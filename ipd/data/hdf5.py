@@ -65,6 +65,19 @@ def write_hdf5(
     return atomic_write(path, _write)
 
 
+def read_hdf5_attrs(path: str | os.PathLike) -> dict:
+    """A file's top-level attributes as plain Python values, plus ``has_d4rl_metadata`` (D4RL's
+    release files carry a ``metadata`` group). Empty for a file that cannot be opened."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in f.attrs.items()}
+            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+            attrs["has_d4rl_metadata"] = "metadata" in f
+            return attrs
+    except OSError:
+        return {}
+
+
 def read_hdf5(path: str | os.PathLike, extras: bool = True) -> Transitions:
     """Load a D4RL-layout file, with a specific error for each way it can be broken."""
     path = Path(path)

@@ -9,15 +9,22 @@ evaluate in and the reference scores, see :mod:`ipd.tasks`). The way depends on 
   uses the env the dataset records (``Hopper-v5`` ...), and its reference scores when it has them.
 - otherwise (``source="auto"`` or ``"d4rl"``), for task ``hopper-medium``:
 
-  1. ``<data_dir>/hopper-medium.hdf5`` where ``data_dir`` is the argument, else
-     ``$IPD_DATA_DIR``, else ``~/.cache/ipd-datasets``;
+  1. ``<data_dir>/hopper-medium.hdf5`` (for ``env_version="v5"``: ``hopper-medium-v5.hdf5``
+     first) where ``data_dir`` is the argument, else ``$IPD_DATA_DIR``, else ``~/.cache/ipd-datasets``;
   2. ``<d4rl_dir>/hopper_medium-v2.hdf5`` where ``d4rl_dir`` is ``$D4RL_DATASET_DIR``,
      else ``~/.d4rl/datasets`` (D4RL's own cache);
   3. a download of the D4RL v2 file into ``data_dir`` (``download_missing=True``);
   4. only with ``source="auto"`` and ``minari`` installed: the task's Minari dataset, if Minari
      has one (from the local Minari store, or downloaded when ``download_missing``).
 
-  D4RL files are evaluated in the ``*-v4`` envs unless ``env_version="v5"``.
+  D4RL files are evaluated in the ``*-v4`` envs unless ``env_version="v5"``. When none of these
+  has the dataset, :class:`DatasetNotFoundError` lists what was tried and how to provide it;
+  :mod:`ipd.generate.fallback` (above this module) then generates one locally if allowed.
+
+``LoadedDataset.origin`` says where the data came from: ``d4rl`` (a D4RL download, D4RL's cache or
+a file with D4RL's metadata), ``minari``, ``generated`` (a file made by :mod:`ipd.generate` or the
+earlier benchmark builder, by its attributes) or ``file`` (any other D4RL-layout file). A generated
+file records its env (``env_id``); loading it for another env version is refused.
 
 We never import the ``d4rl`` package: it pins gym<0.25 and mujoco-py, which need MuJoCo
 2.1 binaries from outside the package registries. The hdf5 format is read directly.
@@ -37,12 +44,19 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ipd.data import minari_source
-from ipd.data.hdf5 import read_hdf5
+from ipd.data.hdf5 import read_hdf5, read_hdf5_attrs
 from ipd.data.transitions import DatasetError, Transitions
 from ipd.io import atomic_write
 from ipd.tasks import D4RL_URL_BASE, TaskSpec, get_task
 
 SOURCES = ("auto", "d4rl", "minari")
+
+
+ORIGINS = ("d4rl", "minari", "generated", "file")
+
+
+class DatasetNotFoundError(DatasetError):
+    """No source has the task's dataset (as opposed to a dataset that is there but broken)."""
 
 
 @dataclass
@@ -52,10 +66,39 @@ class LoadedDataset:
     transitions: Transitions
     task: TaskSpec
     source: str  # the file read, or "minari:<dataset id>"
+    origin: str = "file"  # one of ORIGINS
+
+
+def file_origin(path: str | os.PathLike, attrs: dict | None = None) -> str:
+    """``generated``, ``d4rl`` or ``file``, from a D4RL-layout file's attributes and name."""
+    attrs = read_hdf5_attrs(path) if attrs is None else attrs
+    if attrs.get("origin") == "generated" or "build.py" in str(attrs.get("source", "")):
+        return "generated"
+    if attrs.get("has_d4rl_metadata") or Path(path).name.endswith("-v2.hdf5"):
+        return "d4rl"
+    return "file"
+
+
+def open_file(path: str | os.PathLike, task: TaskSpec) -> LoadedDataset:
+    """A D4RL-layout file as ``task``'s dataset, with its origin; refuses a generated file of another env."""
+    path = Path(path)
+    attrs = read_hdf5_attrs(path)
+    recorded = attrs.get("env_id")
+    if attrs.get("origin") == "generated" and recorded and recorded != task.gym_id:
+        raise DatasetError(
+            f"{path} was generated in {recorded}, but this run evaluates in {task.gym_id}. Use "
+            f"task.env_version={str(recorded).rpartition('-')[2]}, or generate the {task.gym_id} "
+            f"dataset: python scripts/make_dataset.py task={task.name} task.env_version={task.env_version}."
+        )
+    return LoadedDataset(read_hdf5(path), task, str(path), file_origin(path, attrs))
 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("IPD_DATA_DIR") or Path.home() / ".cache" / "ipd-datasets").expanduser()
+
+
+def data_dir_path(data_dir: str | os.PathLike | None = None) -> Path:
+    return Path(data_dir).expanduser() if data_dir else default_data_dir()
 
 
 def default_d4rl_dir() -> Path:
@@ -63,8 +106,9 @@ def default_d4rl_dir() -> Path:
 
 
 def candidate_paths(task: TaskSpec, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    return [data_dir / f"{task.name}.hdf5", default_d4rl_dir() / task.d4rl_file]
+    data_dir = data_dir_path(data_dir)
+    versioned = [data_dir / f"{task.name}-{task.env_version}.hdf5"] if task.env_version != "v4" else []
+    return [*versioned, data_dir / f"{task.name}.hdf5", default_d4rl_dir() / task.d4rl_file]
 
 
 def download(
@@ -165,8 +209,9 @@ def open_dataset(
         task = task.with_version(env_version)
     path = find_dataset(task, data_dir)
     if path is not None:
-        return LoadedDataset(read_hdf5(path), task, str(path))
+        return open_file(path, task)
     looked = candidate_paths(task, data_dir)
+    dest = data_dir_path(data_dir) / f"{task.name}.hdf5"
     errors: list[str] = []
     if download_missing and url_base:
         url = task.d4rl_url(url_base)
@@ -180,8 +225,8 @@ def open_dataset(
                 raise DatasetError(f"Downloaded {url} is not a valid D4RL-layout file: {exc}") from exc
 
         try:
-            download(url, looked[0], check=_check)
-            return LoadedDataset(loaded[0], task, str(looked[0]))
+            download(url, dest, check=_check)
+            return LoadedDataset(loaded[0], task, str(dest), "d4rl")
         except DatasetError as exc:
             errors.append(str(exc))
     if source == "auto" and task.minari_id and importlib.util.find_spec("minari") is not None:
@@ -189,13 +234,13 @@ def open_dataset(
             return _open_minari(task, task.minari_id, download_missing, env_version)
         except (ImportError, DatasetError) as exc:
             errors.append(str(exc))
-    raise DatasetError(_missing_message(task, looked, errors, url_base))
+    raise DatasetNotFoundError(_missing_message(task, looked, errors, url_base))
 
 
 def _open_minari(task: TaskSpec, minari_id: str, download: bool, env_version: str | None) -> LoadedDataset:
     ds = minari_source.open_minari(minari_id, download)
     adapted = minari_source.task_for_minari(task, ds, env_version)
-    return LoadedDataset(minari_source.minari_transitions(ds), adapted, f"minari:{minari_id}")
+    return LoadedDataset(minari_source.minari_transitions(ds), adapted, f"minari:{minari_id}", "minari")
 
 
 def _missing_message(task: TaskSpec, looked: list[Path], errors: list[str], url_base: str) -> str:
@@ -212,12 +257,11 @@ def _missing_message(task: TaskSpec, looked: list[Path], errors: list[str], url_
         "Provide it by one of:\n"
         f"  (a) the D4RL download: data.download=true fetches {task.d4rl_url(url_base)} "
         "(data.url_base=... for a mirror);\n"
-        f"  (b) a D4RL-layout hdf5 file you already have: copy it to {looked[0]} or to D4RL's cache "
-        f"{looked[1]}, or set data.dir=/path/with/{task.name}.hdf5;\n"
+        f"  (b) a D4RL-layout hdf5 file you already have: copy it to {looked[-2]} or to D4RL's cache "
+        f"{looked[-1]}, or set data.dir=/path/with/{task.name}.hdf5;\n"
         f"  (c) Minari: {minari_source.INSTALL_HINT}, then {minari};\n"
-        "  (d) if you have the benchmark builder (datasets/build.py of the ipd benchmark setup): "
-        f"`python build.py --only {task.name}` writes {task.name}.hdf5 to $IPD_DATA_DIR "
-        "or ~/.cache/ipd-datasets."
+        "  (d) generate a D4RL-protocol dataset locally (not the D4RL release): data.generate=true "
+        f"(the default with data.source=auto), or `python scripts/make_dataset.py task={task.name}`."
     )
 
 

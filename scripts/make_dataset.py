@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Generate a D4RL-protocol dataset: `python scripts/make_dataset.py task=hopper-medium [size=...]`.
+
+Writes `<data.dir>/<task>.hdf5` (where `scripts/train.py` finds it) in the D4RL hdf5 layout, from
+the behaviour policies and replay buffers that ipd ships (ipd/generate/assets/NOTICE.md), or from
+`policy=` / `replay=`. The last stdout line is one JSON object: the file and its attributes.
+It is not the D4RL release: scores on it are not comparable with published D4RL tables.
+"""
+
+import json
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ipd.data.hdf5 import read_hdf5_attrs
+from ipd.generate import GenerateError, make_dataset
+from ipd.generate.behaviour import BehaviourError
+from ipd.io import CheckpointError
+from ipd.tasks import UnknownTaskError
+
+
+@hydra.main(config_path="../configs", config_name="make_dataset", version_base=None)
+def main(cfg: DictConfig) -> None:
+    try:
+        path = make_dataset(
+            str(cfg.task.name),
+            size=cfg.size,
+            seed=cfg.seed,
+            out_dir=cfg.data.dir,
+            path=cfg.out,
+            env_version=cfg.task.get("env_version"),
+            policy=cfg.policy,
+            replay=cfg.replay,
+            action_noise=float(cfg.action_noise),
+            num_envs=cfg.num_envs,
+            overwrite=bool(cfg.overwrite),
+            progress=bool(cfg.progress),
+        )
+    except (GenerateError, BehaviourError, UnknownTaskError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    attrs = {k: v for k, v in read_hdf5_attrs(path).items() if k != "has_d4rl_metadata"}
+    print(json.dumps({"path": str(path), **attrs}, default=str))
+
+
+if __name__ == "__main__":
+    main()
