@@ -75,7 +75,6 @@ import numpy as np
 import torch
 
 from ipd.data import Normalizer, SequenceSampler, Trajectories, Transitions, returns_to_go
-from ipd.io import atomic_write, torch_load
 from ipd.models.base import Policy
 from ipd.models.policies import DTPolicy
 from ipd.models.sequence_trainer import SequenceTrainConfig, SequenceTrainer
@@ -366,17 +365,12 @@ def imagined_token_share(sampler: SequenceSampler, batches: int = 200, batch_siz
 
 
 def critic_finetuner(
-    value: IQLLearner,
-    dataset: Transitions,
-    batch_size: int,
-    state_path: Path | None,
-    checkpoint_every: int,
-    seed: int,
+    value: IQLLearner, dataset: Transitions, batch_size: int, seed: int
 ) -> Callable[[int], dict[str, float]]:
     """One IQL step on ``dataset`` per policy update (``DistillConfig.finetune_critic``).
 
-    The critic state is checkpointed with the policy's training state (same period) so that a
-    resumed run continues with the fine-tuned critic, not the stage-1 one.
+    The critic's state travels in the policy's training state (``SequenceTrainer(companions=...)``),
+    so a resumed run continues with the fine-tuned critic, not the stage-1 one.
     """
     rng = np.random.default_rng(seed + 1)
     keys = ("observations", "actions", "rewards", "next_observations", "terminals")
@@ -384,8 +378,6 @@ def critic_finetuner(
     def step(update: int) -> dict[str, float]:
         idx = rng.integers(0, len(dataset), batch_size)
         metrics = value.update({k: getattr(dataset, k)[idx] for k in keys})
-        if state_path is not None and checkpoint_every and update % checkpoint_every == 0:
-            atomic_write(state_path, lambda tmp: torch.save(value.state_dict(), tmp))
         return {k: metrics[k] for k in ("q_loss", "v_loss") if k in metrics}
 
     return step
@@ -415,8 +407,8 @@ def distill_policy(
     ``value`` is the stage-1 IQL learner (tokens, Q-term, bundled value net); it may be None for
     ``condition=rtg`` without a Q-term. ``state_normalizer`` defaults to the dataset's statistics.
     ``eval_fn(policy, episodes)`` runs every ``train_cfg.eval_every`` updates when
-    ``distill_cfg.eval_episodes > 0``. ``checkpoint_dir`` holds ``train_state.pt`` (and
-    ``critic_state.pt``); an existing state there is resumed.
+    ``distill_cfg.eval_episodes > 0``. ``checkpoint_dir`` holds ``train_state.pt`` (with a fine-tuned
+    critic's state); an existing state there is resumed.
     """
     if distill_cfg.needs_value and value is None:
         raise ValueError(f"condition={distill_cfg.condition} needs the stage-1 value learner")
@@ -489,13 +481,10 @@ def distill_policy(
         warnings.warn(
             "policy.finetune_critic is set but alpha = 0: no Q-term, so no critic to fine-tune.", stacklevel=2
         )
+    companions = {}
     if critic is not None and distill_cfg.finetune_critic:
-        critic_state = ckpt_dir / "critic_state.pt" if ckpt_dir is not None else None
-        if critic_state is not None and critic_state.is_file() and (ckpt_dir / "train_state.pt").is_file():
-            value.load_state_dict(torch_load(critic_state, device))
-        after_update = critic_finetuner(
-            value, dataset, critic_batch_size, critic_state, train_cfg.checkpoint_every, seed
-        )
+        after_update = critic_finetuner(value, dataset, critic_batch_size, seed)
+        companions["critic"] = value
     trainer = SequenceTrainer(
         DecisionTransformer(dataset.obs_dim, dataset.act_dim, dt_cfg),
         sampler,
@@ -506,6 +495,7 @@ def distill_policy(
         checkpoint_path=ckpt_dir / "train_state.pt" if ckpt_dir is not None else None,
         log_fn=log_fn,
         after_update=after_update,
+        companions=companions,
     )
     periodic = None
     if eval_fn is not None and distill_cfg.eval_episodes > 0:

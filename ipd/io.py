@@ -123,6 +123,11 @@ def _load_or_explain(path: Path, map_location: str | torch.device = "cpu") -> An
     )
 
 
+def read_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """A training-state file (any torch-saved object); a damaged one is a :class:`CheckpointError`."""
+    return _load_or_explain(Path(path), map_location)
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read an ipd checkpoint once (safely) and return its dict; the header is checked by the caller."""
     path = Path(path)

@@ -37,7 +37,7 @@ from ipd.distill import distill_policy
 from ipd.evaluation import EvalResult, evaluate_with_config, make_eval_env, replay_from_observation
 from ipd.generate import GenerateError
 from ipd.generate.fallback import open_or_generate
-from ipd.io import CheckpointError, atomic_write, atomic_write_json, torch_load
+from ipd.io import CheckpointError, atomic_write_json
 from ipd.logging import RunLogger, run_label, run_logger
 from ipd.models.base import Policy
 from ipd.models.bc import BCLearner
@@ -140,21 +140,18 @@ def learn_world_model(ctx: Context) -> tuple[EnsembleWorldModel, Artifact]:
 
 
 def _fit_learner(ctx: Context, stage: str, learner, filename: str) -> Artifact:
-    """Train an IQL/BC learner as the ``stage`` artifact, resuming from its last checkpoint."""
+    """Train an IQL/BC learner as the ``stage`` artifact; the training loop resumes an interrupted run."""
     art = ctx.store.artifact(ctx.task.name, stage, ctx.stage_config(stage))
     final, state = art.file(filename), art.file(filename.replace(".pt", "_state.pt"))
     with ctx.store.lock(art):
         if not _reuse(art, stage):
             t0 = time.perf_counter()
-            if state.is_file():  # resume an interrupted run
-                learner.load_state_dict(torch_load(state, ctx.device))
-                print(f"[ipd] {stage}: resuming from {state}")
-
-            def checkpoint(step: int, metrics: dict) -> None:
-                ctx.log(metrics, step, f"{stage}/")
-                atomic_write(state, lambda tmp: torch.save(learner.state_dict(), tmp))
-
-            metrics = learner.fit(ctx.data, progress=ctx.progress, callback=checkpoint)
+            metrics = learner.fit(
+                ctx.data,
+                progress=ctx.progress,
+                callback=lambda step, m: ctx.log(m, step, f"{stage}/"),
+                state_path=state,
+            )
             learner.save(final, task=ctx.task.name, eval_task=ctx.task.eval_record())
             summary = {k: v for k, v in metrics.items() if k != "history"}
             art.finish({**summary, "wall_time_s": time.perf_counter() - t0})
@@ -290,8 +287,7 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
         extra = {"task": ctx.task.name, "eval_task": ctx.task.eval_record(), "algo": str(ctx.cfg.algo)}
         result.save(final, extra=extra)
         art.finish({**result.metrics, "wall_time_s": time.perf_counter() - t0})
-        for name in ("train_state.pt", "critic_state.pt"):
-            art.file(name).unlink(missing_ok=True)
+        art.file("train_state.pt").unlink(missing_ok=True)
     return final, art
 
 

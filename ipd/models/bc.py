@@ -29,7 +29,7 @@ Deviations/assumptions:
 
 from __future__ import annotations
 
-import time
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ipd import training
 from ipd.data.filtering import top_episode_rows
 from ipd.data.transitions import Normalizer, Transitions
 from ipd.models.learner_checkpoint import CheckpointedLearner
@@ -196,24 +196,29 @@ class BCLearner(CheckpointedLearner):
         progress: bool = True,
         callback: Callable[[int, dict[str, float]], Any] | None = None,
         callback_every: int | None = None,
+        state_path: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
     ) -> dict[str, Any]:
-        """Train from ``self.step`` until ``self.step == num_updates`` (default ``cfg.num_updates``).
+        """Train from ``self.step`` until ``self.step == num_updates`` (default ``cfg.num_updates``)
+        with :func:`ipd.training.run`.
 
         ``num_updates`` is the *total* step count to reach, so after :meth:`load_state_dict`
-        ``fit`` continues an interrupted run where it stopped. When ``cfg.top_fraction < 1``
-        only the best episodes are cloned (:func:`ipd.data.filtering.top_episodes`). The first
-        call fits the state normaliser on the cloned rows (unless already set or restored).
+        ``fit`` continues an interrupted run where it stopped; with ``state_path`` the training
+        state is saved there every ``checkpoint_every`` (default ``callback_every``) updates and at
+        the end, and a state found there is resumed. When ``cfg.top_fraction < 1`` only the best
+        episodes are cloned (:func:`ipd.data.filtering.top_episodes`). The first call fits the
+        state normaliser on the cloned rows (unless already set or restored).
         ``callback(step, metrics)`` runs every ``callback_every`` (default ``cfg.log_every``)
-        updates and after the last one, with the loss averaged since the previous call; use it to
-        evaluate :meth:`policy` and to checkpoint :meth:`state_dict`.
+        updates and after the last one, with the loss averaged since the previous call.
 
         Returns ``{"loss", "step", "episodes_kept", "episodes_total", "rows_kept", "rows_total",
         "wall_time_s", "updates_per_s", "history"}``; ``loss`` is the mean over the last logging
         window (NaN if no update ran).
         """
-        t0 = time.perf_counter()
         total = int(num_updates if num_updates is not None else self.cfg.num_updates)
         every = max(int(callback_every or self.cfg.log_every), 1)
+        desc = "bc" if self.cfg.top_fraction >= 1 else f"bc-top{self.cfg.top_fraction:g}"
+        training.load_state_if_any(self, state_path, desc, self.device)
         data, episodes_kept, episodes_total = self.select_data(transitions)
         if not self.data_stats_fitted:
             self.set_normalizer(
@@ -221,52 +226,45 @@ class BCLearner(CheckpointedLearner):
                 if self.cfg.normalize_states
                 else Normalizer.identity(self.obs_dim)
             )
-        obs = self._norm(self._tensor(data.observations))
-        act = self._tensor(data.actions)
-        n, bs = len(data), self.cfg.batch_size
-        gen = self.generator if self.actor.dropout > 0 else None
-        history: list[dict[str, float]] = []
-        last: dict[str, float] = {}
-        loss_sum = torch.zeros((), device=self.device)  # summed on device: no host sync per step
-        s0 = self.step
-        t_win, s_win = time.perf_counter(), self.step
-        desc = "bc" if self.cfg.top_fraction >= 1 else f"bc-top{self.cfg.top_fraction:g}"
-        with tqdm(
-            total=total, initial=min(self.step, total), disable=not progress, desc=desc, dynamic_ncols=True
-        ) as bar:
-            while self.step < total:
-                idx = torch.from_numpy(self.rng.integers(0, n, size=bs)).to(self.device, non_blocking=True)
-                loss = (self.actor(obs[idx], gen) - act[idx]).square().mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.step += 1
-                loss_sum += loss.detach()
-                bar.update(1)
-                if self.step % every == 0 or self.step == total:
-                    now = time.perf_counter()
-                    last = {
-                        "loss": loss_sum.item() / (self.step - s_win),
-                        "updates_per_s": (self.step - s_win) / max(now - t_win, 1e-9),
-                    }
-                    loss_sum.zero_()
-                    t_win, s_win = now, self.step
-                    history.append({"step": self.step, **last})
-                    bar.set_postfix(loss=f"{last['loss']:.4g}")
-                    if callback is not None:
-                        callback(self.step, dict(last))
-        elapsed = time.perf_counter() - t0
+        out = training.run(
+            self, self.batch_sampler(data), total, stage=desc, log_every=every, progress=progress,
+            on_log=callback and (lambda step, r: callback(step, {k: v for k, v in r.items() if k != "step"})),
+            state_path=state_path, checkpoint_every=int(checkpoint_every or every),
+            postfix=lambda r: {"loss": f"{r['loss']:.4g}"},
+        )  # fmt: skip
         return {
-            "loss": last.get("loss", float("nan")),
+            "loss": out.last.get("loss", float("nan")),
             "step": self.step,
             "episodes_kept": episodes_kept,
             "episodes_total": episodes_total,
-            "rows_kept": n,
+            "rows_kept": len(data),
             "rows_total": len(transitions),
-            "wall_time_s": elapsed,
-            "updates_per_s": (self.step - s0) / max(elapsed, 1e-9),
-            "history": history,
+            "wall_time_s": out.wall_time_s,
+            "updates_per_s": out.updates_per_s,
+            "history": out.history,
         }
+
+    def batch_sampler(self, data: Transitions) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        """Uniform (normalised state, action) batches with replacement, from the learner's seeded RNG."""
+        obs = self._norm(self._tensor(data.observations))
+        act = self._tensor(data.actions)
+        n, bs = len(data), self.cfg.batch_size
+
+        def sample() -> tuple[torch.Tensor, torch.Tensor]:
+            idx = torch.from_numpy(self.rng.integers(0, n, size=bs)).to(self.device, non_blocking=True)
+            return obs[idx], act[idx]
+
+        return sample
+
+    def update(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One gradient step on a (normalised states, actions) batch; the loss stays on the device."""
+        obs, act = batch
+        loss = (self.actor(obs, self.generator if self.actor.dropout > 0 else None) - act).square().mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.detach()}
 
     # ------------------------------------------------------------------ inference
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -41,11 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ipd import training
 from ipd.data.sequence import SequenceBatch, SequenceSampler
 from ipd.data.transitions import Normalizer
-from ipd.io import load_checkpoint, save_checkpoint
+from ipd.io import IPD_VERSION, check_format, read_state
 from ipd.models.transformer import ConditioningConfig, DecisionTransformer, save_dt
 
 TRAIN_CHECKPOINT_NAME = "ipd.dt_train"
@@ -101,6 +100,7 @@ class SequenceTrainer:
         checkpoint_path: str | os.PathLike | None = None,
         log_fn: Callable[[dict[str, float], int], None] | None = None,
         after_update: Callable[[int], dict[str, float] | None] | None = None,
+        companions: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg = cfg or SequenceTrainConfig()
         self.device = torch.device(device)
@@ -111,6 +111,7 @@ class SequenceTrainer:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.log_fn = log_fn
         self.after_update = after_update  # e.g. a critic fine-tuning step; its metrics are logged too
+        self.companions = dict(companions or {})  # learners trained alongside: saved in the training state
         if cfg.alpha > 0 and critic is None:
             raise ValueError("alpha > 0 needs a critic(raw_states, actions) -> Q.")
         self.autocast = cfg.amp_bf16 and self.device.type == "cuda"
@@ -213,7 +214,7 @@ class SequenceTrainer:
         return (per_token * w).sum() / wsum
 
     def update(self, batch: SequenceBatch) -> dict[str, torch.Tensor]:
-        """One optimiser step; metrics stay on device (no sync)."""
+        """One optimiser step (and the ``after_update`` hook); metrics stay on device (no sync)."""
         loss, metrics = self.compute_loss(self.batch_to_tensors(batch))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -224,6 +225,10 @@ class SequenceTrainer:
             with torch.no_grad():
                 ema_p = list(self.ema_model.parameters())
                 torch._foreach_lerp_(ema_p, [p.detach() for p in self.model.parameters()], 1.0 - self.cfg.ema)
+        self.step += 1
+        if self.after_update is not None:
+            extra = self.after_update(self.step) or {}
+            metrics |= {f"critic/{k}": torch.as_tensor(float(v)) for k, v in extra.items()}
         return metrics
 
     # ------------------------------------------------------------------ loop
@@ -231,49 +236,30 @@ class SequenceTrainer:
     def train(
         self, progress: bool = True, eval_fn: Callable[[DecisionTransformer, int], Any] | None = None
     ) -> dict[str, Any]:
-        """Run until ``cfg.num_updates`` (resuming from ``checkpoint_path`` if it exists).
+        """Run until ``cfg.num_updates`` with :func:`ipd.training.run` (resuming from
+        ``checkpoint_path`` if it exists).
 
         ``eval_fn(policy_model, step)`` is called every ``eval_every`` updates with the model in
         eval mode; a dict it returns is logged. Returns ``{"step", "history", "evals", "final_loss"}``.
         """
         cfg = self.cfg
         if not self._started:
-            if self.checkpoint_path is not None and self.checkpoint_path.exists():
-                self.load_state(self.checkpoint_path)
-            else:
+            if training.load_state_if_any(self, self.checkpoint_path, "dt", self.device) is None:
                 torch.manual_seed(cfg.seed)
             self._started = True
-        pending: dict[str, list[torch.Tensor]] = {}
-        t_last, n_last = time.perf_counter(), self.step
-        with tqdm(
-            total=cfg.num_updates, initial=self.step, disable=not progress, desc="dt", dynamic_ncols=True
-        ) as bar:
-            while self.step < cfg.num_updates:
-                metrics = self.update(self.sampler.sample(cfg.batch_size))
-                self.step += 1
-                if self.after_update is not None:
-                    extra = self.after_update(self.step) or {}
-                    metrics |= {f"critic/{k}": torch.as_tensor(float(v)) for k, v in extra.items()}
-                bar.update(1)
-                for k, v in metrics.items():
-                    pending.setdefault(k, []).append(v)
-                last = self.step == cfg.num_updates
-                if (cfg.log_every and self.step % cfg.log_every == 0) or last:
-                    now = time.perf_counter()
-                    logged = {k: torch.stack(v).mean().item() for k, v in pending.items()}
-                    logged["lr"] = self.scheduler.get_last_lr()[0]
-                    logged["updates_per_s"] = (self.step - n_last) / max(now - t_last, 1e-9)
-                    pending, t_last, n_last = {}, now, self.step
-                    self.history.append({"step": self.step, **logged})
-                    bar.set_postfix(loss=f"{logged['loss']:.4f}")
-                    if self.log_fn is not None:
-                        self.log_fn(logged, self.step)
-                if eval_fn is not None and ((cfg.eval_every and self.step % cfg.eval_every == 0) or last):
-                    self._evaluate(eval_fn)
-                if self.checkpoint_path is not None and (
-                    (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or last
-                ):
-                    self.save_state(self.checkpoint_path)
+
+        def on_log(step: int, record: dict[str, float]) -> None:
+            record["lr"] = self.scheduler.get_last_lr()[0]
+            if self.log_fn is not None:
+                self.log_fn({k: v for k, v in record.items() if k != "step"}, step)
+
+        training.run(
+            self, lambda: self.sampler.sample(cfg.batch_size), cfg.num_updates, stage="dt",
+            log_every=cfg.log_every, progress=progress, on_log=on_log,
+            evaluate=eval_fn and (lambda step: self._evaluate(eval_fn)), eval_every=cfg.eval_every,
+            state_path=self.checkpoint_path, checkpoint_every=cfg.checkpoint_every, history=self.history,
+            postfix=lambda r: {"loss": f"{r['loss']:.4f}"},
+        )  # fmt: skip
         return {
             "step": self.step,
             "history": self.history,
@@ -296,8 +282,9 @@ class SequenceTrainer:
 
     # ------------------------------------------------------------------ state
 
-    def save_state(self, path: str | os.PathLike) -> Path:
-        """Atomically save the full training state (model, optimiser, scheduler, EMA, step, RNGs)."""
+    def state_dict(self) -> dict[str, Any]:
+        """The full training state (model, optimiser, scheduler, EMA, step, RNGs, and the state of
+        every ``companions`` learner, e.g. a critic fine-tuned alongside), with a format header."""
         payload = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -311,16 +298,20 @@ class SequenceTrainer:
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "train_config": asdict(self.cfg),
             "dt_config": asdict(self.model.cfg),
+            "companions": {name: c.state_dict() for name, c in self.companions.items()},
         }
-        return save_checkpoint(path, TRAIN_CHECKPOINT_NAME, TRAIN_CHECKPOINT_VERSION, payload)
+        header = {
+            "name": TRAIN_CHECKPOINT_NAME,
+            "version": TRAIN_CHECKPOINT_VERSION,
+            "ipd_version": IPD_VERSION,
+        }
+        return {"format": header, **payload}
 
-    def load_state(self, path: str | os.PathLike) -> None:
-        blob = load_checkpoint(
-            path, TRAIN_CHECKPOINT_NAME, TRAIN_CHECKPOINT_VERSION, map_location=self.device
-        )
+    def load_state_dict(self, blob: dict[str, Any], where: str | os.PathLike = "training state") -> None:
+        check_format(blob, TRAIN_CHECKPOINT_NAME, TRAIN_CHECKPOINT_VERSION, where)
         if blob["dt_config"] != asdict(self.model.cfg):
             raise ValueError(
-                f"{path} was trained with DTConfig {blob['dt_config']}, "
+                f"{where} was trained with DTConfig {blob['dt_config']}, "
                 f"this model has {asdict(self.model.cfg)}. "
                 "Delete the checkpoint or use the matching config."
             )
@@ -333,12 +324,23 @@ class SequenceTrainer:
             else:
                 self.ema_model.load_state_dict(blob["ema"])
         self.step = int(blob["step"])
-        self.history = list(blob["history"])
+        self.history[:] = list(blob["history"])
         self.evals = list(blob["evals"])
         self.sampler.rng.bit_generator.state = blob["sampler_rng"]
         torch.set_rng_state(blob["torch_rng"].cpu())
         if blob["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(blob["cuda_rng"].cpu(), self.device)
+        for name, state in (blob.get("companions") or {}).items():
+            if name in self.companions:
+                self.companions[name].load_state_dict(state)
+
+    def save_state(self, path: str | os.PathLike) -> Path:
+        """Atomically save :meth:`state_dict` (what the training loop writes to ``checkpoint_path``)."""
+        training.save_state(self, path)
+        return Path(path)
+
+    def load_state(self, path: str | os.PathLike) -> None:
+        self.load_state_dict(read_state(path, self.device), where=path)
 
     def save_policy(
         self,

@@ -47,7 +47,7 @@ Deviation/assumption:
 from __future__ import annotations
 
 import copy
-import time
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -56,8 +56,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ipd import training
 from ipd.data.transitions import Normalizer, Transitions, reward_scale_for
 from ipd.models.learner_checkpoint import CheckpointedLearner
 from ipd.models.value_networks import Actor, EnsembleMLP, IQLValue, mlp
@@ -286,13 +286,17 @@ class IQLLearner(CheckpointedLearner):
         self.step += 1
         return metrics
 
-    def update(self, batch: dict[str, ArrayLike] | Transitions) -> dict[str, float]:
-        """One gradient step of V, Q and the actor on a batch of **raw** transitions.
+    def update(self, batch: dict[str, ArrayLike] | Transitions | tuple[torch.Tensor, ...]) -> dict:
+        """One gradient step of V, Q and the actor.
 
-        ``batch``: a :class:`Transitions` or a mapping with ``observations``, ``actions``,
-        ``rewards`` (env units), ``next_observations`` and ``terminals``; states are normalised
-        and rewards scaled with the learner's data statistics. Returns float metrics.
+        ``batch``: a prepared tuple from :meth:`batch_sampler` (normalised device tensors; the
+        training loop's path, metrics stay tensors on the device), or **raw** transitions: a
+        :class:`Transitions` or a mapping with ``observations``, ``actions``, ``rewards`` (env
+        units), ``next_observations`` and ``terminals``, normalised and scaled with the learner's
+        data statistics (then the metrics are floats).
         """
+        if isinstance(batch, tuple):
+            return self._update_tensors(*batch)
         get = (lambda k: getattr(batch, k)) if isinstance(batch, Transitions) else batch.__getitem__
         metrics = self._update_tensors(
             self._norm(self._tensor(get("observations"))),
@@ -310,16 +314,21 @@ class IQLLearner(CheckpointedLearner):
         progress: bool = True,
         callback: Callable[[int, dict[str, float]], Any] | None = None,
         callback_every: int | None = None,
+        state_path: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
     ) -> dict[str, Any]:
-        """Train from ``self.step`` until ``self.step == num_updates`` (default ``cfg.num_updates``).
+        """Train from ``self.step`` until ``self.step == num_updates`` (default ``cfg.num_updates``)
+        with :func:`ipd.training.run`.
 
         ``num_updates`` is the *total* step count to reach, so ``fit(n)`` after
-        ``load_state_dict`` continues an interrupted run. The first call fits the state
-        normaliser and reward scale on ``transitions`` (unless already set or restored).
-        Batches are drawn uniformly with replacement by the learner's seeded numpy Generator.
+        ``load_state_dict`` continues an interrupted run; with ``state_path`` the training state
+        is saved there every ``checkpoint_every`` (default ``callback_every``) updates and at the
+        end, and a state found there is resumed. The first call fits the state normaliser and
+        reward scale on ``transitions`` (unless already set or restored). Batches are drawn
+        uniformly with replacement by the learner's seeded numpy Generator.
         ``callback(step, metrics)`` runs every ``callback_every`` (default ``cfg.log_every``)
         updates and at the end, with metrics averaged since the previous call; use it to
-        evaluate (e.g. :meth:`policy`) and to checkpoint :meth:`state_dict`.
+        evaluate (e.g. :meth:`policy`) or log.
 
         Returns ``{"step", "reward_scale", "updates_per_s", "history", **last metrics}``.
         """
@@ -331,46 +340,45 @@ class IQLLearner(CheckpointedLearner):
                 "learning-rate schedule restarts after cfg.num_updates. Set cfg.num_updates instead.",
                 stacklevel=2,
             )
+        training.load_state_if_any(self, state_path, "iql", self.device)
         if not self.data_stats_fitted:
             self.fit_data_stats(transitions)
-        data = self._device_dataset(transitions)
-        n, bs = len(transitions), self.cfg.batch_size
-        sums: dict[str, torch.Tensor] = {}  # running sums on device: no host sync per step
-        history: list[dict[str, float]] = []
-        last: dict[str, float] = {}
-        t0, s0 = time.perf_counter(), self.step
-        t_win, s_win = t0, self.step
+
+        def on_log(step: int, record: dict[str, float]) -> None:
+            record["actor_lr"] = self.actor_scheduler.get_last_lr()[0]
+            if callback is not None:
+                self._train_mode(False)
+                callback(step, {k: v for k, v in record.items() if k != "step"})
+                self._train_mode(True)
+
         self._train_mode(True)
-        with tqdm(
-            total=total, initial=min(self.step, total), disable=not progress, desc="iql", dynamic_ncols=True
-        ) as bar:
-            while self.step < total:
-                idx = torch.from_numpy(self.rng.integers(0, n, size=bs)).to(self.device, non_blocking=True)
-                metrics = self._update_tensors(*(x[idx] for x in data))
-                for k, v in metrics.items():
-                    sums[k] = sums[k] + v if k in sums else v
-                bar.update(1)
-                if self.step % every == 0 or self.step == total:
-                    now = time.perf_counter()
-                    last = {k: v.item() / (self.step - s_win) for k, v in sums.items()}
-                    last["actor_lr"] = self.actor_scheduler.get_last_lr()[0]
-                    last["updates_per_s"] = (self.step - s_win) / max(now - t_win, 1e-9)
-                    sums, t_win, s_win = {}, now, self.step
-                    history.append({"step": self.step, **last})
-                    bar.set_postfix(v=f"{last['v_mean']:.1f}", q_loss=f"{last['q_loss']:.3g}")
-                    if callback is not None:
-                        self._train_mode(False)
-                        callback(self.step, dict(last))
-                        self._train_mode(True)
-        self._train_mode(False)
-        elapsed = time.perf_counter() - t0
+        try:
+            out = training.run(
+                self, self.batch_sampler(transitions), total, stage="iql", log_every=every,
+                progress=progress, on_log=on_log, state_path=state_path,
+                checkpoint_every=int(checkpoint_every or every),
+                postfix=lambda r: {"v": f"{r['v_mean']:.1f}", "q_loss": f"{r['q_loss']:.3g}"},
+            )  # fmt: skip
+        finally:
+            self._train_mode(False)
         return {
-            **last,
+            **out.last,
             "step": self.step,
             "reward_scale": self.reward_scale,
-            "updates_per_s": (self.step - s0) / max(elapsed, 1e-9),
-            "history": history,
+            "updates_per_s": out.updates_per_s,
+            "history": out.history,
         }
+
+    def batch_sampler(self, transitions: Transitions) -> Callable[[], tuple[torch.Tensor, ...]]:
+        """Uniform batches (with replacement, the learner's seeded RNG) of the prepared device data."""
+        data = self._device_dataset(transitions)
+        n, bs = len(transitions), self.cfg.batch_size
+
+        def sample() -> tuple[torch.Tensor, ...]:
+            idx = torch.from_numpy(self.rng.integers(0, n, size=bs)).to(self.device, non_blocking=True)
+            return tuple(x[idx] for x in data)
+
+        return sample
 
     def _device_dataset(self, t: Transitions) -> tuple[torch.Tensor, ...]:
         """Normalised states, actions, scaled rewards, normalised next states, terminals on device.

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ipd import training
 from ipd.data.transitions import Normalizer
 from ipd.io import CheckpointError, check_format
 from ipd.models.value import expectile_loss
@@ -151,23 +151,50 @@ def fit_value_head(
         x = torch.cat([x, tf[:, None]], dim=-1)
     y = torch.as_tensor(targets * scale, dtype=torch.float32, device=device)
     torch_gen = torch.Generator().manual_seed(cfg.seed)
-    net = _init_mlp(x.shape[1], cfg.hidden_dims, torch_gen).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    rng = np.random.default_rng(cfg.seed)
-    losses = []
-    for _ in tqdm(range(cfg.num_updates), desc="value head", disable=not progress):
-        idx = torch.as_tensor(rng.integers(0, len(x), cfg.batch_size), device=device)
-        loss = expectile_loss(y[idx] - net(x[idx]).squeeze(-1), cfg.expectile)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach())
-    net.eval().requires_grad_(False)
-    tail = torch.stack(losses[-min(len(losses), 1000) :]).mean().item()
-    metrics = {"head_loss": tail, "head_wall_time_s": time.perf_counter() - t0}
+    learner = ValueHeadLearner(_init_mlp(x.shape[1], cfg.hidden_dims, torch_gen).to(device), cfg)
+    out = training.run(learner, learner.batch_sampler(x, y), cfg.num_updates, stage="value head",
+                       log_every=1000, progress=progress)  # fmt: skip
+    net = learner.net.eval().requires_grad_(False)
+    metrics = {"head_loss": out.last["loss"], "head_wall_time_s": time.perf_counter() - t0}
     if timesteps is not None:
         return TimedValue(net, norm, scale, device, max_timestep), metrics
     return IQLValue(net, norm, scale, device), metrics
+
+
+class ValueHeadLearner:
+    """Expectile regression of targets on inputs: the learner :func:`fit_value_head` trains."""
+
+    def __init__(self, net: torch.nn.Module, cfg: ValueHeadConfig) -> None:
+        self.net, self.cfg = net, cfg
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        self.rng = np.random.default_rng(cfg.seed)  # batch indices
+        self.step = 0
+
+    def batch_sampler(self, x: torch.Tensor, y: torch.Tensor):
+        def sample() -> tuple[torch.Tensor, torch.Tensor]:
+            idx = torch.as_tensor(self.rng.integers(0, len(x), self.cfg.batch_size), device=x.device)
+            return x[idx], y[idx]
+
+        return sample
+
+    def update(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, y = batch
+        loss = expectile_loss(y - self.net(x).squeeze(-1), self.cfg.expectile)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.detach()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "numpy_rng": self.rng.bit_generator.state}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.rng.bit_generator.state = state["numpy_rng"]
 
 
 def _init_mlp(in_dim: int, hidden: tuple[int, ...], gen: torch.Generator) -> torch.nn.Sequential:

@@ -9,14 +9,15 @@ See the world model's module docstring for the deviations from PETS/MBPO.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ipd import training
 from ipd.data import Normalizer, Transitions
 from ipd.models.world_model import EnsembleWorldModel, TerminalFn, WorldModelConfig
 
@@ -87,11 +88,14 @@ def train_world_model(
     device: str | torch.device = "cpu",
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    state_path: str | os.PathLike | None = None,
 ) -> tuple[EnsembleWorldModel, dict[str, Any]]:
     """Fit the ensemble on ``transitions`` (holdout split, early stopping, best-weight restore, elites).
 
     ``callback(record)`` is called after every epoch with that epoch's record (also in
-    ``metrics["history"]``). Returns the trained model (in eval mode) and a metrics dict:
+    ``metrics["history"]``); with ``state_path`` the training state is saved there every epoch
+    (and on Ctrl-C) and resumed from when present. Returns the trained model (in eval mode) and a
+    metrics dict:
     ``holdout_mse`` per member (normalised target space), ``elites``, ``epochs``, ``steps``,
     ``train_time_s``, ``samples_per_s`` (member-samples, i.e. ``steps * batch_size * E / time``),
     ``stopped_by`` and the per-epoch ``history``.
@@ -112,7 +116,7 @@ def train_world_model(
     x_tr, y_tr = model.normalize_inputs(s, a), model.normalize_targets(s, s2, r)
     s, a, s2, r = _tensors(hold, device)
     x_ho, y_ho = model.normalize_inputs(s, a), model.normalize_targets(s, s2, r)
-    history = fit(model, x_tr, y_tr, x_ho, y_ho, progress=progress, callback=callback)
+    history = fit(model, x_tr, y_tr, x_ho, y_ho, progress=progress, callback=callback, state_path=state_path)
     metrics = {
         "holdout_mse": model.holdout_mse.cpu().tolist(),
         "elites": model.elites.cpu().tolist(),
@@ -134,82 +138,145 @@ def fit(
     y_holdout: torch.Tensor,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    state_path: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
     """Train on normalised tensors with an explicit holdout; restore best weights, set elites.
 
     Used by :func:`train_world_model` (which does the split and normalisation); callable directly
-    to control the holdout set. Returns the per-epoch history; the last record has ``stopped_by``.
+    to control the holdout set. One epoch is one logging window of :func:`ipd.training.run`, and
+    the holdout check runs at its end; ``state_path`` makes the run resumable. Returns the
+    per-epoch history; the last record has ``stopped_by``.
     """
-    cfg, e = model.cfg, model.cfg.ensemble_size
-    gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch order; CPU so CUDA runs draw the same
-    n = len(x_train)
-    base = torch.randint(n, (e, n), generator=gen) if cfg.bootstrap else torch.arange(n).expand(e, n)
-    decay = [layer.weight for layer in (*model.layers, model.head)]  # L2 on weight matrices only
-    rest = [p for p in model.parameters() if all(p is not q for q in decay)]
-    opt = torch.optim.Adam(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.lr,
-    )
-    best = _BestWeights(model)
-    history: list[dict[str, Any]] = []
-    steps, epoch, since_update, stopped_by = 0, 0, 0, None
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.max_epochs, desc="world model", unit="epoch", disable=not progress)
-    while stopped_by is None:
-        model.train()
-        order = _batch_orders(n, cfg, base, gen).to(x_train.device)
-        nll_sum, mse_sum, n_batches = 0.0, 0.0, 0
-        for start in range(0, n, cfg.batch_size):
-            idx = order[:, start : start + cfg.batch_size]  # [E, B]: each member its own batch
-            loss, stats = model.loss(x_train[idx], y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            nll_sum, mse_sum, n_batches = nll_sum + stats["nll"], mse_sum + stats["mse"], n_batches + 1
-            if cfg.max_steps is not None and steps >= cfg.max_steps:
-                stopped_by = "max_steps"
-            elif cfg.max_train_seconds is not None and time.perf_counter() - t0 >= cfg.max_train_seconds:
-                stopped_by = "time"
-            if stopped_by is not None:
-                break
-        epoch += 1
-        model.eval()
-        mse = member_mse(model, x_holdout, y_holdout)
-        improved = best.update(model, mse, cfg.improvement_threshold)
-        since_update = 0 if improved.any() else since_update + 1
-        if stopped_by is None and since_update >= cfg.patience:
-            stopped_by = "patience"
-        if stopped_by is None and cfg.max_epochs is not None and epoch >= cfg.max_epochs:
-            stopped_by = "max_epochs"
-        elapsed = time.perf_counter() - t0
-        record = {
-            "epoch": epoch,
-            "steps": steps,
-            "train_nll": float(nll_sum / n_batches),
-            "train_mse": float(mse_sum / n_batches),
-            "holdout_mse": mse.cpu().tolist(),
-            "holdout_mse_mean": float(mse.mean()),
-            "improved": improved.cpu().tolist(),
-            "epochs_since_update": since_update,
-            "time_s": elapsed,
-        }
-        history.append(record)
+    cfg = model.cfg
+    learner = WorldModelLearner(model, x_train, y_train, x_holdout, y_holdout)
+    training.load_state_if_any(learner, state_path, "world model", model.device)
+
+    def on_log(step: int, record: dict[str, Any]) -> bool:
+        learner.end_epoch(record)
         if callback is not None:
             callback(record)
-        bar.update(1)
-        bar.set_postfix(train_mse=f"{record['train_mse']:.4f}", holdout=f"{record['holdout_mse_mean']:.4f}")
-    bar.close()
-    train_time = time.perf_counter() - t0
-    best.restore(model)
-    final = member_mse(model, x_holdout, y_holdout)
-    model.holdout_mse.copy_(final)
-    model.elites.copy_(torch.argsort(final, stable=True)[: cfg.num_elites])
-    history[-1].update(
-        epochs=epoch,
-        steps=steps,
-        train_time_s=train_time,
-        samples_per_s=steps * cfg.batch_size * e / max(train_time, 1e-9),
-        stopped_by=stopped_by,
-    )
-    return history
+        return learner.stopped_by is not None
+
+    epoch_steps = -(-len(x_train) // cfg.batch_size)
+    limits = [cfg.max_steps, cfg.max_epochs and cfg.max_epochs * epoch_steps]
+    total = min([int(v) for v in limits if v] or [10**12])
+    out = training.run(
+        learner, learner.sample, total, stage="world model", log_every=epoch_steps, progress=progress,
+        on_log=on_log, state_path=state_path, checkpoint_every=epoch_steps,
+        should_stop=learner.out_of_time, history=learner.history,
+        postfix=lambda r: {"train_mse": f"{r['train_mse']:.4f}", "holdout": f"{r['holdout_mse_mean']:.4f}"},
+    )  # fmt: skip
+    return learner.finish(out.wall_time_s)
+
+
+class WorldModelLearner:
+    """The ensemble's training state for :func:`ipd.training.run`: Adam with L2 on weight matrices,
+    per-member bootstrap resamples and batch orders, and the per-member best holdout weights."""
+
+    def __init__(self, model: EnsembleWorldModel, x_train, y_train, x_holdout, y_holdout) -> None:
+        cfg, e = model.cfg, model.cfg.ensemble_size
+        self.model, self.cfg = model, cfg
+        self.x_train, self.y_train, self.x_holdout, self.y_holdout = x_train, y_train, x_holdout, y_holdout
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # batch order; CPU so CUDA runs draw the same
+        n = self.n = len(x_train)
+        self.base = (
+            torch.randint(n, (e, n), generator=self.gen) if cfg.bootstrap else torch.arange(n).expand(e, n)
+        )
+        decay = [layer.weight for layer in (*model.layers, model.head)]  # L2 on weight matrices only
+        rest = [p for p in model.parameters() if all(p is not q for q in decay)]
+        self.optimizer = torch.optim.Adam(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
+        self.best = _BestWeights(model)
+        self.history: list[dict[str, Any]] = []
+        self.step, self.epoch, self.since_update = 0, 0, 0
+        self.stopped_by: str | None = None
+        self.order: torch.Tensor | None = None
+        self.position = n  # the next sample starts an epoch
+        self.t0 = time.perf_counter()
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.position >= self.n:  # a new epoch: each member shuffles its own (bootstrap) rows
+            self.model.train()
+            self.order = _batch_orders(self.n, self.cfg, self.base, self.gen).to(self.x_train.device)
+            self.position = 0
+        idx = self.order[:, self.position : self.position + self.cfg.batch_size]  # [E, B]
+        self.position += self.cfg.batch_size
+        return self.x_train[idx], self.y_train[idx]
+
+    def update(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        loss, stats = self.model.loss(*batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"train_nll": stats["nll"], "train_mse": stats["mse"]}
+
+    def out_of_time(self) -> bool:
+        limit = self.cfg.max_train_seconds
+        if limit is not None and time.perf_counter() - self.t0 >= limit:
+            self.stopped_by = "time"
+        return self.stopped_by is not None
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        """Holdout check at the end of an epoch (or of the last, cut one); decides early stopping."""
+        cfg = self.cfg
+        self.epoch += 1
+        self.position = self.n  # a cut epoch (max_steps / time) ends here too
+        self.model.eval()
+        mse = member_mse(self.model, self.x_holdout, self.y_holdout)
+        improved = self.best.update(self.model, mse, cfg.improvement_threshold)
+        self.since_update = 0 if improved.any() else self.since_update + 1
+        if self.stopped_by is None and cfg.max_steps is not None and self.step >= cfg.max_steps:
+            self.stopped_by = "max_steps"
+        if self.stopped_by is None and self.since_update >= cfg.patience:
+            self.stopped_by = "patience"
+        if self.stopped_by is None and cfg.max_epochs is not None and self.epoch >= cfg.max_epochs:
+            self.stopped_by = "max_epochs"
+        record.update(
+            epoch=self.epoch,
+            steps=self.step,
+            holdout_mse=mse.cpu().tolist(),
+            holdout_mse_mean=float(mse.mean()),
+            improved=improved.cpu().tolist(),
+            epochs_since_update=self.since_update,
+            time_s=time.perf_counter() - self.t0,
+        )
+
+    def finish(self, train_time: float) -> list[dict[str, Any]]:
+        """Restore each member's best weights, choose the elites, complete the last record."""
+        cfg = self.cfg
+        self.best.restore(self.model)
+        final = member_mse(self.model, self.x_holdout, self.y_holdout)
+        self.model.holdout_mse.copy_(final)
+        self.model.elites.copy_(torch.argsort(final, stable=True)[: cfg.num_elites])
+        self.history[-1].update(
+            epochs=self.epoch,
+            steps=self.step,
+            train_time_s=train_time,
+            samples_per_s=self.step * cfg.batch_size * cfg.ensemble_size / max(train_time, 1e-9),
+            stopped_by=self.stopped_by or "max_steps",
+        )
+        return self.history
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "best_params": self.best.params, "best_mse": self.best.mse, "generator": self.gen.get_state(),
+            "base": self.base, "order": self.order, "position": self.position, "step": self.step,
+            "epoch": self.epoch, "since_update": self.since_update, "history": self.history,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.best.params, self.best.mse = state["best_params"], state["best_mse"]
+        self.gen.set_state(state["generator"])
+        self.base, self.order, self.position = state["base"], state["order"], int(state["position"])
+        self.step, self.epoch, self.since_update = (
+            int(state["step"]),
+            int(state["epoch"]),
+            int(state["since_update"]),
+        )
+        self.history[:] = state["history"]
