@@ -33,8 +33,9 @@ import torch
 import yaml
 
 from ipd.data import Trajectories, read_hdf5
-from ipd.evaluation import make_eval_env, replay_from_observation, reset_to_observation
+from ipd.evaluation import make_eval_env
 from ipd.models.value import IQLLearner
+from ipd.simulator import replay_from_observation, reset_to_observation
 from ipd.tasks import get_task
 
 

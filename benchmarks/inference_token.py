@@ -37,13 +37,14 @@ import yaml
 
 from ipd.config import section
 from ipd.data import Trajectories, load_dataset, read_hdf5
-from ipd.distill import DistillConfig, conditioning_tokens
+from ipd.distill import DistillConfig
 from ipd.evaluation import evaluate_policy
+from ipd.ledger import finished_runs
 from ipd.models.policies import DTPolicy, load_policy
 from ipd.models.value import IQLLearner
 from ipd.models.value_head import ValueHeadConfig, fit_value_head
-from ipd.rundir import finished_runs
 from ipd.tasks import get_task
+from ipd.tokens import conditioning_tokens
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -78,7 +79,7 @@ def refitted_head_policy(run: dict, policy: DTPolicy, timed: bool) -> DTPolicy:
     iql = IQLLearner.load(Path(arts["value"]) / "iql.pt")
     traj = Trajectories.from_transitions(dataset)
     max_t = int(pol_cfg["model"]["max_timestep"])
-    tokens = conditioning_tokens(traj, dcfg, iql, float(val_cfg["gamma"]), max_t)
+    tokens = conditioning_tokens(traj, dcfg.condition, iql, float(val_cfg["gamma"]), dcfg.token_gamma, max_t)
     head_cfg = ValueHeadConfig(
         dcfg.token_expectile, num_updates=dcfg.token_head_updates, seed=int(run["seed"])
     )

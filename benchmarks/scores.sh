@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Score benchmark: IPD, DT, IQL, BC and 10%BC on the given tasks and seeds at one named budget.
-# Build the datasets first: python ../shared/datasets/build.py --only <task>.
+# Datasets: a missing one is generated on first use (ipd.generate); or first run
+# python scripts/make_dataset.py task=<task> once per task, so parallel jobs never wait on it.
 # Usage: bash benchmarks/scores.sh <budget> "<task> <task> ..." [<seed>...]
 #   budget: cpu3k | cpu | paper (benchmarks/budgets.sh). JOBS runs (default 2) go side by side, one
 #   thread each (OMP_NUM_THREADS=1), from one job list, so a core that finishes early takes the next

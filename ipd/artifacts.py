@@ -42,6 +42,22 @@ def config_hash(config: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+# Stage-2 keys added after artifacts were stored: left out of the hash at their default, so the
+# stored stage-2 artifacts stay valid.
+AUGMENT_HASH_NEUTRAL = {"dynamics": "model"}
+
+
+def augment_hash_config(augment: dict) -> tuple[dict, bool]:
+    """The ``augment`` section as stage 2 hashes it, and the ``simulator_check`` switch: the checked
+    arm derives from the model-only artifact, whose hash leaves the switch out."""
+    plain = dict(augment)
+    simulator_check = bool(plain.pop("simulator_check", False))
+    for key, default in AUGMENT_HASH_NEUTRAL.items():
+        if plain.get(key) == default:
+            plain.pop(key)
+    return plain, simulator_check
+
+
 @dataclass(frozen=True)
 class Artifact:
     path: Path

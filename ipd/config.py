@@ -1,14 +1,18 @@
 """Config composition and validation: Hydra yaml -> typed dataclasses, with errors that name the key.
 
-Every config group node that maps onto a dataclass names it with ``_target_`` (mbrl-lib style), e.g.
-``configs/value/iql.yaml`` has ``_target_: ipd.models.value.IQLConfig``. :func:`section` builds the
-dataclass that ``_target_`` names, and :func:`validate_config` is a loop over :data:`SECTIONS`, so a
-new group is one yaml file with a ``_target_`` plus one entry there. Nothing outside this module
+**One home for each default: the dataclass.** Every config group node that maps onto a dataclass
+(mbrl-lib style, named by ``_target_``) is composed on top of a *schema* generated from that
+dataclass (:data:`SCHEMAS`, registered in Hydra's ConfigStore as ``<group>/<name>_defaults``): the
+schema holds every field with the dataclass's default, so the yaml file (``configs/value/iql.yaml``)
+lists only what the pipeline sets differently (interpolations such as ``${seed}``, task-dependent
+values), and every field can still be overridden from the command line. :func:`section` builds the
+dataclass, and :func:`validate_config` is a loop over :data:`SECTIONS`. Nothing outside this module
 and ``scripts/`` needs Hydra: every dataclass is usable directly from a notebook.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import typing
@@ -22,7 +26,6 @@ from ipd.utils import resolve_device
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-ALGOS = ("ipd", "dt", "iql", "bc", "bc10")
 
 # Config nodes that map 1:1 onto a dataclass (named by the node's ``_target_``).
 SECTIONS = ("world_model", "value", "bc", "planner", "augment", "policy", "policy.model", "policy.train")
@@ -30,16 +33,66 @@ SECTIONS = ("world_model", "value", "bc", "planner", "augment", "policy", "polic
 
 # ``${ipd.sub:a,b}`` = a - b in yaml (e.g. augment.max_prefix_length = policy.model.context - 1).
 OmegaConf.register_new_resolver("ipd.sub", lambda a, b: int(a) - int(b), replace=True)
+# ``${ipd.default:pkg.module.Class,field}``: a dataclass field's default, for yaml that falls back to it.
+OmegaConf.register_new_resolver(
+    "ipd.default", lambda target, key: getattr(resolve_target(target, target)(), key), replace=True
+)
 
 
 class ConfigError(ValueError):
     """A config value or key is invalid; the message names the key and the valid choices."""
 
 
+# group -> {schema name: (_target_, {nested key: nested _target_})}; the _target_ strings are
+# part of every stage's artifact hash, so they keep the names they were stored with.
+SCHEMAS = {
+    "world_model": {"ensemble_defaults": ("ipd.models.world_model.WorldModelConfig", {})},
+    "value": {"iql_defaults": ("ipd.models.value.IQLConfig", {})},
+    "bc": {"mlp_defaults": ("ipd.models.bc.BCConfig", {})},
+    "planner": {"planner_defaults": ("ipd.planning.planner.PlannerConfig", {})},
+    "augment": {"augment_defaults": ("ipd.planning.augment.AugmentConfig", {})},
+    "policy": {
+        "dt_defaults": (
+            "ipd.distill.DistillConfig",
+            {
+                "model": "ipd.models.transformer.DTConfig",
+                "train": "ipd.models.sequence_trainer.SequenceTrainConfig",
+            },
+        )
+    },
+}
+
+
+def schema(target: str, nested: dict[str, str] | None = None) -> type:
+    """A dataclass with ``_target_`` and every field of the ``target`` dataclass at its default
+    (typed ``Any``: the dataclass checks values when :func:`section` builds it), plus ``nested``
+    sections; what Hydra composes a group's yaml file on top of."""
+    cls = resolve_target(target, target)
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, dataclasses.field(default=target))]
+    for f in dataclasses.fields(cls):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        value = list(value) if isinstance(value, tuple) else value
+        fields.append((f.name, Any, dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v))))
+    for key, sub in (nested or {}).items():
+        fields.append((key, Any, dataclasses.field(default_factory=schema(sub))))
+    return dataclasses.make_dataclass(f"{cls.__name__}Defaults", fields)
+
+
+def register_schemas() -> None:
+    """Store :data:`SCHEMAS` in Hydra's ConfigStore (idempotent); scripts call it before composing."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, entries in SCHEMAS.items():
+        for name, (target, nested) in entries.items():
+            store.store(group=group, name=name, node=schema(target, nested))
+
+
 def load_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
     """Compose ``configs/<config_name>.yaml`` with Hydra overrides, outside of a Hydra app."""
     from hydra import compose, initialize_config_dir  # Hydra only when composing from yaml
 
+    register_schemas()
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         return compose(config_name, overrides=overrides or [])
 
@@ -126,11 +179,12 @@ def section(cfg: DictConfig, key: str, cls: type | None = None) -> Any:
         raise ConfigError(f"Invalid '{full_key}' config: {exc}") from exc
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Fail fast on bad values, before any data is loaded or model trained."""
+def validate_config(cfg: DictConfig, algorithms: tuple[str, ...] | None = None) -> None:
+    """Fail fast on bad values, before any data is loaded or model trained. ``algorithms``: the
+    names ``cfg.algo`` may take (``ipd.pipeline.ALGORITHMS``; None: not checked)."""
     get_task(str(cfg.task.name))
-    if str(cfg.algo) not in ALGOS:
-        raise ConfigError(f"algo must be one of {'|'.join(ALGOS)}, got '{cfg.algo}'")
+    if algorithms is not None and str(cfg.algo) not in algorithms:
+        raise ConfigError(f"algo must be one of {'|'.join(algorithms)}, got '{cfg.algo}'")
     for key in ("episodes", "num_envs", "max_episode_steps"):
         if int(cfg.eval[key]) < 1:
             raise ConfigError(f"eval.{key} must be >= 1, got {cfg.eval[key]}")

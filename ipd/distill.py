@@ -3,58 +3,8 @@
 The twin of :mod:`ipd.planning.augment` for stage 3. :func:`distill_policy` takes explicit,
 typed arguments (the dataset, the stage-1 value learner, the DT and trainer configs and a
 :class:`DistillConfig`) and returns a :class:`DistillResult` that saves a standalone checkpoint.
-``ipd.pipeline.distill`` only adds artifact bookkeeping around it.
-
-**The conditioning token** (``DistillConfig.condition``):
-
-- ``value`` (IPD default: ``token_gamma=1``, ``token_expectile=0.99``, chosen over three seeds).
-  *Training:* the value-based return-to-go of the (enriched) trajectory,
-  ``G_t = Σ_{k=t}^{T-1} γ^{k-t} r_k + γ^{T-t} (1 - terminal) V(s_T)``, bootstrapped with the IQL
-  V at the end of every segment (a timeout, the end of an imagined continuation, or a cut), in the
-  critic's units. A trajectory that falls gets low tokens before the fall; a stitched improvement
-  gets higher ones. ``token_gamma`` changes the discount of G (e.g. 1 for the undiscounted return
-  DT conditions on; the value bootstrap is converted to that discount, see
-  :func:`value_returns_to_go`). *Inference:* the token is V*(s_t) of the current state, no target
-  return is tuned; how optimistic V* is is ``inference_value``: ``expectile`` (a τ-expectile
-  head fitted to G_t, :mod:`ipd.models.value_head`, τ = ``token_expectile``) or ``iql`` (the IQL V).
-  ``token_head_time`` gives the head the episode step too, V*(s_t, t): the undiscounted G_t
-  depends on the steps left, which the observation lacks, and a head on s alone asks late states
-  for returns no episode had at that step (:mod:`ipd.models.value_head`).
-  Measured on hopper-medium (cpu3k budget, README): with the critic's γ = 0.99 it failed (39.6
-  over 30 episodes, seed 0; τ = 0.99 did not help, 37.2): that ~100-step horizon cannot tell an
-  episode that falls at step 300 from one that runs 1000 steps. Undiscounted (``token_gamma=1``)
-  it scored 55.9 / 53.7 (seeds 0, 1) with τ = 0.9 and 70.4 / 51.3 / 78.1 (seeds 0–2, mean 66.6; α = 0)
-  with τ = 0.99, the default: asking for the near-best return seen from a state is what DT's
-  high target return does, but learned per state instead of tuned per task. On the real rows of
-  D4RL-protocol data the undiscounted G_t *is* DT's return-to-go: episodes end at a terminal
-  (no bootstrap) or at the 1000-step limit (no steps left to bootstrap), except the one episode
-  cut by the end of the file (hopper-medium: 2,118 terminal and 231 time-limit ends, 1 cut). The
-  token differs from DT's only on stitched trajectories, so without imagined data IPD is DT with
-  standardised tokens and a learned inference token.
-- ``state_value``. V(s_t) from the IQL value in training and at inference, standardised. The
-  token is a function of the state, so it adds no information the transformer could not compute
-  (the policy is state-history cloning of the augmented data). On hopper-medium it scored 94.4,
-  35.5 and 45.7 over seeds 0–2 (mean 58.5): good when it happens to clone the running mode.
-- ``relabel`` (QDT-style): train on max(RTG^γ_t, V(s_t)), infer on V(s_t).
-- ``rtg``: plain DT; undiscounted return-to-go, ``target_return`` at test time.
-
-Why both value tokens exist: the paper's abstract says the learned value replaces the
-hand-tuned return-to-go *during inference*; it does not say what the token is in training. G_t is
-the reading in which the token varies with the trajectory's outcome (as DT's return-to-go does);
-V(s_t) is the literal one. Which works better is an empirical question, answered for one task and
-three seeds of one task so far (deviation/assumption).
-
-**Imagined data at a share that matters.** ``imagined_share`` is the probability that a window
-is drawn from a stitched (prefix + imagined) trajectory instead of an original one (each group
-proportionally to length); ``None`` keeps DT's length-proportional sampling, under which a few
-thousand imagined rows among a million real ones are never seen. The copied dataset prefix of a
-stitched trajectory is context only (loss weight 0): those rows are already trained on in
-their original trajectory. The measured share of imagined tokens is in the metrics.
-On hopper-medium, where the accepted rollouts are no better than the data in the real env
-(README, replay check), the length-proportional share (4.5–7.3% of trained tokens) with DT's token
-scale is the per-task default: over seeds 0–4 of one dataset build, same stage-1/2 artifacts, it
-scored 57.7 against 55.6 for standardised tokens at a 20% share (DT 57.3): level, not a
-measured gain; it does not oversample rollouts that are no better. The other tasks keep 0.2.
+``ipd.pipeline.distill`` only adds artifact bookkeeping around it. The conditioning token (what
+it is, its encoding, the imagined windows' share) is :mod:`ipd.tokens`.
 
 **Loss:** action regression minus ``alpha``·Q(s, π(s))/mean|Q| with the stage-1 critic (see
 :mod:`ipd.models.sequence_trainer`); ``finetune_critic`` keeps training that critic on the
@@ -74,19 +24,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from ipd.data import Normalizer, SequenceSampler, Trajectories, Transitions, returns_to_go
+from ipd.data import Normalizer, SequenceSampler, Trajectories, Transitions
 from ipd.models.base import Policy
 from ipd.models.policies import DTPolicy
 from ipd.models.sequence_trainer import SequenceTrainConfig, SequenceTrainer
 from ipd.models.transformer import ConditioningConfig, DecisionTransformer, DTConfig, save_dt
 from ipd.models.value import IQLLearner
 from ipd.models.value_head import ValueHeadConfig, fit_value_head
+from ipd.tokens import (
+    CONDITIONS,
+    INFERENCE_VALUES,
+    TOKEN_BOOTSTRAPS,
+    TOKEN_SCALES,
+    conditioning_tokens,
+    data_bootstrap,
+    token_encoding,
+    window_sampling,
+)
 from ipd.utils import apply_in_chunks
-
-CONDITIONS = ("value", "state_value", "relabel", "rtg")
-INFERENCE_VALUES = ("expectile", "iql")
-TOKEN_BOOTSTRAPS = ("iql", "data")
-TOKEN_SCALES = ("standardise", "return_scale")
 
 EvalFn = Callable[[Policy, int], dict[str, float]]  # (policy, episodes) -> metrics
 
@@ -186,168 +141,6 @@ class DistillResult:
         return save_dt(path, self.model, self.state_normalizer, self.conditioning, meta)
 
 
-BootstrapFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (next states, their steps) -> token-unit value
-
-
-def value_returns_to_go(
-    traj: Trajectories,
-    value: IQLLearner,
-    gamma: float,
-    token_gamma: float | None = None,
-    episode_steps: int = 1000,
-    bootstrap: BootstrapFn | None = None,
-) -> np.ndarray:
-    """G_t: reward-to-go of each segment plus a value bootstrap at its non-terminal end.
-
-    With ``token_gamma`` None (or equal to the critic's ``gamma``) this is the critic-unit
-    ``Σ γ^{k-t} r_k + γ^{T-t} V(s_T)``. Another ``token_gamma`` (e.g. 1: undiscounted, as DT's
-    return-to-go) converts the bootstrap: V(s_T) is read as a constant reward rate
-    r̄ = V (1 - γ) / (1 - γ^h) over the h = ``episode_steps`` - t steps the episode has left
-    (0 at the time limit), and the tail is that rate summed with ``token_gamma`` over h steps.
-    ``bootstrap(s_T, t_T)`` replaces the IQL V with a value already in token units
-    (:func:`data_bootstrap`); it is still 0 where no steps are left.
-    """
-    t = traj.transitions
-    ends = t.episode_ends
-    boot = np.flatnonzero(ends & ~t.terminals)  # segment ends that continue beyond the data
-    tail = np.zeros(len(t), np.float64)
-    tg = gamma if token_gamma is None else float(token_gamma)
-    left = np.maximum(episode_steps - (traj.timesteps[boot] + 1), 0).astype(np.float64)
-    if len(boot) and bootstrap is not None:
-        next_steps = np.minimum(traj.timesteps[boot] + 1, episode_steps)
-        tail[boot] = np.where(left > 0, bootstrap(t.next_observations[boot], next_steps), 0.0)
-    elif len(boot):
-        tail[boot] = apply_in_chunks(value.value, t.next_observations[boot])
-        if tg != gamma:
-            rate = tail[boot] * (1 - gamma) / np.maximum(1 - gamma**left, 1e-12)
-            steps = left if tg == 1.0 else (1 - tg**left) / (1 - tg)
-            tail[boot] = np.where(left > 0, rate * steps, 0.0)
-    return returns_to_go(t.rewards, ends, tg, tail=tail)
-
-
-def data_bootstrap(
-    traj: Trajectories,
-    token_gamma: float,
-    expectile: float = 0.5,
-    episode_steps: int = 1000,
-    num_updates: int = 20_000,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-) -> tuple[BootstrapFn, dict[str, float]]:
-    """V_data(s, t): a τ-expectile head on the original episodes' returns-to-go (``token_gamma``).
-
-    Why: the IQL V converted to the steps left (:func:`value_returns_to_go`) reads V(s_T) as a
-    reward rate kept until the time limit. With γ = 0.99 the critic sees ~100 steps, so it cannot
-    know that most hopper-medium episodes fall hundreds of steps later: on seed 0's stage-2 data the
-    converted bootstrap at imagined ends before step 200 averages 2,990 (the 1,000-step episodes'
-    level) while the data's mean return from those states and steps is 1,583 (380 vs 1,125 at
-    steps 200-399). Imagined fragments then carry the running episodes' tokens. V_data is what the
-    data show happens after s_T at step t (τ = 0.5: the mean; higher τ: the better continuations),
-    in the token's own units, with the step as input because G_t depends on the steps left.
-    """
-    t = traj.transitions
-    original = ~stitched_rows(t)
-    targets = traj.returns_to_go if token_gamma == 1.0 else traj.discounted_returns_to_go(token_gamma)
-    head_cfg = ValueHeadConfig(expectile, num_updates=num_updates, seed=seed)
-    head, metrics = fit_value_head(
-        t.observations[original],
-        targets[original],
-        head_cfg,
-        device,
-        progress,
-        traj.timesteps[original],
-        episode_steps,
-    )
-
-    def score(states: np.ndarray, steps: np.ndarray) -> torch.Tensor:
-        return head(torch.as_tensor(states), torch.as_tensor(steps))
-
-    def bootstrap(states: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        return apply_in_chunks(score, states, steps).astype(np.float64)
-
-    return bootstrap, {f"bootstrap_{k}": v for k, v in metrics.items()}
-
-
-def state_values(traj: Trajectories, value: IQLLearner) -> np.ndarray:
-    """V(s_t) per row (stage 2's annotation when present, else computed)."""
-    t = traj.transitions
-    values = t.extras.get("value")
-    if values is None or t.extras.get("imagined") is None:
-        values = apply_in_chunks(value.value, t.observations)
-    return values
-
-
-def conditioning_tokens(
-    traj: Trajectories,
-    cfg: DistillConfig,
-    value: IQLLearner | None,
-    gamma: float,
-    episode_steps: int = 1000,
-    bootstrap: BootstrapFn | None = None,
-) -> np.ndarray:
-    """Per-row training token in env-return units for ``cfg.condition`` (``bootstrap``: see
-    :func:`value_returns_to_go`)."""
-    if cfg.condition == "rtg":
-        return traj.returns_to_go
-    if value is None:
-        raise ValueError(f"condition={cfg.condition} needs the stage-1 value function")
-    if cfg.condition == "value":
-        return value_returns_to_go(traj, value, gamma, cfg.token_gamma, episode_steps, bootstrap)
-    if cfg.condition == "state_value":
-        return state_values(traj, value)
-    return np.maximum(traj.discounted_returns_to_go(gamma), state_values(traj, value))  # relabel
-
-
-def token_encoding(
-    tokens: np.ndarray, cfg: DistillConfig, return_scale: float, target_return: float | None
-) -> ConditioningConfig:
-    """How tokens enter the model. RTG: divided by ``return_scale`` (DT). Value tokens: standardised
-    with their training mean and std, because discounted values span a narrow range (hopper: about
-    0..330, a std near 60) that ``/ 1000`` would squeeze next to the timestep embedding; with
-    ``token_scale=return_scale`` divided by ``return_scale`` like DT's RTG (undiscounted tokens are
-    on that scale). On hopper-medium seed 0 without imagined data or Q-term, standardised: 34.3,
-    DT's scale: 59.4 (DT 57.5); with both: 35.4 vs 36.5. Over seeds 0–4 with the imagined windows
-    at their natural share it is hopper-medium's default (``task.token_scale``, README)."""
-    if cfg.inference_mode == "rtg":
-        return ConditioningConfig("rtg", return_scale, target_return)
-    if cfg.token_scale == "return_scale":  # DT's encoding, for undiscounted tokens on the RTG scale
-        return ConditioningConfig("value", return_scale, target_return)
-    std = max(float(np.std(tokens, dtype=np.float64)), 1e-6)
-    return ConditioningConfig("value", std, target_return, offset=float(np.mean(tokens, dtype=np.float64)))
-
-
-def stitched_rows(transitions: Transitions) -> np.ndarray:
-    """Rows of stitched (prefix + imagined) trajectories: ``start_index >= 0`` (none without it)."""
-    start_index = transitions.extras.get("start_index")
-    if start_index is None:
-        return np.zeros(len(transitions), bool)
-    return np.asarray(start_index) >= 0
-
-
-def window_sampling(traj: Trajectories, imagined_share: float | None) -> tuple[np.ndarray | None, np.ndarray]:
-    """Per-trajectory sampling probabilities and per-row loss weights for stitched data.
-
-    Stitched trajectories (``start_index >= 0``) get ``imagined_share`` of the probability mass,
-    originals the rest, each proportionally to length. Copied prefix rows (stitched, not imagined)
-    get loss weight 0: they are context for the imagined rows, trained on in their original episode.
-    """
-    t = traj.transitions
-    weights = np.ones(len(t), np.float32)
-    start_index, imagined = t.extras.get("start_index"), t.extras.get("imagined")
-    if start_index is None or imagined is None:
-        return None, weights
-    stitched_row = stitched_rows(t)
-    weights[stitched_row & ~imagined.astype(bool)] = 0.0
-    stitched = stitched_row[traj.starts]
-    if imagined_share is None or not stitched.any() or stitched.all():
-        return None, weights
-    lengths = traj.lengths.astype(np.float64)
-    probs = np.where(stitched, imagined_share * lengths / lengths[stitched].sum(), 0.0)
-    probs += np.where(~stitched, (1 - imagined_share) * lengths / lengths[~stitched].sum(), 0.0)
-    return probs, weights
-
-
 def imagined_token_share(sampler: SequenceSampler, batches: int = 200, batch_size: int = 64) -> float:
     """Share of loss-carrying tokens in sampled windows that are imagined (a fresh RNG: no side effects)."""
     imagined = sampler.traj.transitions.extras.get("imagined")
@@ -435,12 +228,16 @@ def distill_policy(
             device,
             progress,
         )
-    tokens = conditioning_tokens(traj, distill_cfg, value, gamma, dt_cfg.max_timestep, bootstrap)
+    tokens = conditioning_tokens(
+        traj, distill_cfg.condition, value, gamma, distill_cfg.token_gamma, dt_cfg.max_timestep, bootstrap
+    )
     imagined = dataset.extras.get("imagined")
     if imagined is not None and np.asarray(imagined).any():  # how the token ranks imagined vs real rows
         info["imagined_row_token_mean"] = float(tokens[np.asarray(imagined).astype(bool)].mean())
     norm = state_normalizer or Normalizer.fit(dataset.observations)
-    conditioning = token_encoding(tokens, distill_cfg, return_scale, target_return)
+    conditioning = token_encoding(
+        tokens, distill_cfg.condition, distill_cfg.token_scale, return_scale, target_return
+    )
     probs, row_weights = window_sampling(traj, distill_cfg.imagined_share)
     sampler = SequenceSampler(
         traj,

@@ -106,52 +106,6 @@ def make_eval_env(task: TaskSpec, max_episode_steps: int = 1000) -> gym.Env:
         return gym.make(task.gym_id, max_episode_steps=max_episode_steps, **dict(task.env_kwargs))
 
 
-QVEL_CLIP = 10.0  # Hopper/Walker2d observations clip qvel to [-10, 10]; HalfCheetah does not clip
-
-
-def reset_to_observation(env: gym.Env, observation: np.ndarray) -> bool:
-    """Put a (reset) MuJoCo locomotion env in the physical state behind ``observation``.
-
-    The v4 locomotion observations are ``qpos[1:]`` followed by ``qvel`` (Hopper, Walker2d,
-    HalfCheetah with the default ``exclude_current_positions_from_observation=True``). The omitted
-    x position only offsets the world frame: rewards use x *differences*, so we set it to 0.
-    Returns False when the reset is not exact, i.e. some velocity sits at the ±10 observation clip
-    (the true velocity is then unknown).
-    """
-    sim = env.unwrapped
-    nq, nv = sim.model.nq, sim.model.nv
-    obs = np.asarray(observation, dtype=np.float64).reshape(-1)
-    if obs.shape[0] != nq - 1 + nv:
-        raise ValueError(
-            f"observation has {obs.shape[0]} dims, but {sim.spec.id if sim.spec else sim} needs "
-            f"{nq - 1 + nv} (qpos[1:] and qvel): is it an observation of this env?"
-        )
-    qpos, qvel = np.concatenate([[0.0], obs[: nq - 1]]), obs[nq - 1 :]
-    sim.set_state(qpos, qvel)
-    return not bool(np.any(np.isclose(np.abs(qvel), QVEL_CLIP)))
-
-
-def replay_from_observation(
-    env: gym.Env, observation: np.ndarray, actions: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-    """Replay ``actions`` open loop in ``env`` from the state behind ``observation``.
-
-    Returns the visited states ``[l + 1, obs]`` (the start included), the rewards ``[l]``, whether
-    the env terminated (then ``l`` may be shorter than ``len(actions)``) and whether the reset was
-    exact (:func:`reset_to_observation`).
-    """
-    env.reset(seed=0)
-    exact = reset_to_observation(env, observation)
-    states, rewards = [np.asarray(observation, np.float64)], []
-    for a in np.asarray(actions):
-        obs, r, terminated, _, _ = env.step(a)
-        states.append(obs)
-        rewards.append(float(r))
-        if terminated:
-            return np.asarray(states), np.asarray(rewards), True, exact
-    return np.asarray(states), np.asarray(rewards, np.float64), False, exact
-
-
 def make_vector_env(
     task: TaskSpec, num_envs: int, max_episode_steps: int = 1000, asynchronous: bool = False
 ) -> gym.vector.VectorEnv:

@@ -1,7 +1,8 @@
 """The three IPD stages as functions, with artifacts content-addressed by config.
 
-``run_train(cfg)`` is what ``scripts/train.py`` calls; each stage is also callable alone
-(``learn_world_model``, ``learn_value``, ``augment``, ``distill``, ``evaluate``). ``cfg`` is
+The script entry points (``run_train`` ...) are in :mod:`ipd.cli`; each stage is callable alone
+(``learn_world_model``, ``learn_value``, ``augment``, ``distill``, ``evaluate``), and
+``train_policy`` runs what an algorithm (:data:`ALGORITHMS`) needs. ``cfg`` is
 the composed Hydra config (``configs/train.yaml``); any mapping with the same keys works,
 e.g. ``load_config(["task=hopper-medium", "preset=smoke"])`` from a notebook.
 
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from ipd.artifacts import Artifact, ArtifactStore, dataset_fingerprint
+from ipd.artifacts import Artifact, ArtifactStore, augment_hash_config, dataset_fingerprint
 from ipd.config import (  # noqa: F401 (API)
     ConfigError,
     canonical,
@@ -32,16 +33,15 @@ from ipd.config import (  # noqa: F401 (API)
     to_plain,
     validate_config,
 )
-from ipd.data import DatasetError, Normalizer, Transitions, read_hdf5, resolve_task, write_hdf5
+from ipd.data import Normalizer, Transitions, read_hdf5, write_hdf5
 from ipd.distill import distill_policy
-from ipd.evaluation import EvalResult, evaluate_with_config, make_eval_env, replay_from_observation
-from ipd.generate import GenerateError
+from ipd.evaluation import EvalResult, evaluate_with_config, make_eval_env
 from ipd.generate.fallback import open_or_generate
-from ipd.io import CheckpointError, atomic_write_json
-from ipd.logging import RunLogger, run_label, run_logger
+from ipd.io import atomic_write_json
+from ipd.logging import RunLogger
 from ipd.models.base import Policy
 from ipd.models.bc import BCLearner
-from ipd.models.policies import LoadedPolicy, load_policy
+from ipd.models.policies import load_policy
 from ipd.models.uncertainty import dataset_quantiles
 from ipd.models.value import IQLLearner
 from ipd.models.world_model import EnsembleWorldModel
@@ -49,10 +49,9 @@ from ipd.models.world_model_training import train_world_model
 from ipd.planning.augment import augment_dataset
 from ipd.planning.planner import Planner
 from ipd.planning.simulator_check import check_in_simulator
-from ipd.rundir import current_run_dir
-from ipd.simulator import SimulatorDynamics
-from ipd.tasks import TaskSpec, UnknownTaskError, get_task
-from ipd.utils import library_versions, resolve_device, set_seed
+from ipd.simulator import SimulatorDynamics, replay_from_observation
+from ipd.tasks import TaskSpec, get_task
+from ipd.utils import resolve_device, set_seed
 
 
 @dataclass
@@ -86,7 +85,7 @@ class Context:
 
 
 def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
-    validate_config(cfg)
+    validate_config(cfg, algorithms=tuple(ALGORITHMS))
     task = get_task(str(cfg.task.name), env_version=cfg.task.get("env_version"))
     set_seed(int(cfg.seed))
     loaded = open_or_generate(
@@ -182,13 +181,7 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
         iql, iql_art = learn_value(ctx)
     aug_cfg = section(ctx.cfg, "augment")
     parents = {"world_model_hash": wm_art.hash, "value_hash": iql_art.hash}
-    # The checked arm derives from the model-only artifact, whose hash leaves the switch out; keys
-    # added later stay out of the hash at their default, so stored artifacts stay valid.
-    aug_plain = ctx.plain("augment")
-    simulator_check = bool(aug_plain.pop("simulator_check", False))
-    for key, default in _AUGMENT_HASH_NEUTRAL.items():
-        if aug_plain.get(key) == default:
-            aug_plain.pop(key)
+    aug_plain, simulator_check = augment_hash_config(ctx.plain("augment"))
     conf = {"augment": aug_plain, "seed": ctx.seed, "data": ctx.fingerprint, **parents}
     conf["planner"] = ctx.plain("planner")
     art = ctx.store.artifact(ctx.task.name, "augment", conf)
@@ -223,7 +216,7 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
             for f in art.path.glob("batch_*.npz"):
                 f.unlink()
             art.finish(result.stats)
-            print(f"[ipd] augment: {json.dumps({k: result.stats[k] for k in _SUMMARY_KEYS})}")
+            print(f"[ipd] augment: {json.dumps({k: result.stats[k] for k in SUMMARY_KEYS})}")
     if simulator_check:
         return _simulator_checked(ctx, art, iql, aug_cfg)
     return read_hdf5(art.file("augmented.hdf5")), art
@@ -253,8 +246,7 @@ def _simulator_checked(ctx: Context, model_art: Artifact, iql, aug_cfg) -> tuple
     return read_hdf5(art.file("augmented.hdf5")), art
 
 
-_AUGMENT_HASH_NEUTRAL = {"dynamics": "model"}
-_SUMMARY_KEYS = ("selected", "accepted", "acceptance_rate", "mean_improvement_accepted", "imagined_rows")
+SUMMARY_KEYS = ("selected", "accepted", "acceptance_rate", "mean_improvement_accepted", "imagined_rows")
 
 
 # ----------------------------------------------------------------------------- stage 3
@@ -276,7 +268,7 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
             target_return=float(ctx.cfg.task.target_return),
             gamma=float(ctx.cfg.value.gamma),
             state_normalizer=Normalizer.fit(ctx.data.observations),  # the real data's statistics
-            eval_fn=lambda policy, episodes: _eval_metrics(evaluate(ctx, policy, episodes)),
+            eval_fn=lambda policy, episodes: eval_metrics(evaluate(ctx, policy, episodes)),
             checkpoint_dir=art.path,
             critic_batch_size=int(ctx.cfg.value.batch_size),
             seed=ctx.seed,
@@ -291,7 +283,7 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
     return final, art
 
 
-def _eval_metrics(res: EvalResult) -> dict[str, float]:
+def eval_metrics(res: EvalResult) -> dict[str, float]:
     return {"normalized_score": res.normalized_mean, "return": res.return_mean}
 
 
@@ -307,14 +299,19 @@ def stage1(ctx: Context, need_world_model: bool = True):
     return wm, wm_art, iql, iql_art
 
 
-def train_policy(ctx: Context) -> tuple[Policy, Path, dict]:
-    """Run the stages ``cfg.algo`` needs; returns (policy for evaluation, checkpoint, stage info)."""
-    if str(ctx.cfg.algo) == "iql":
-        iql, iql_art = learn_value(ctx)
-        return iql.policy(), iql_art.file("iql.pt"), {"value": str(iql_art.path)}
-    if str(ctx.cfg.algo) in ("bc", "bc10"):
-        bc, bc_art = learn_bc(ctx)
-        return bc.policy(), bc_art.file("bc.pt"), {"bc": str(bc_art.path)}
+def _train_iql(ctx: Context) -> tuple[Policy, Path, dict]:
+    iql, iql_art = learn_value(ctx)
+    return iql.policy(), iql_art.file("iql.pt"), {"value": str(iql_art.path)}
+
+
+def _train_bc(ctx: Context) -> tuple[Policy, Path, dict]:
+    bc, bc_art = learn_bc(ctx)
+    return bc.policy(), bc_art.file("bc.pt"), {"bc": str(bc_art.path)}
+
+
+def _train_sequence_policy(ctx: Context) -> tuple[Policy, Path, dict]:
+    """IPD and DT: the stages the ``policy`` section needs (stage 1 for tokens / the Q-term,
+    stage 2 for augmented data), then distillation."""
     dcfg = section(ctx.cfg, "policy")
     info: dict[str, str] = {}
     iql = parents = None
@@ -333,91 +330,17 @@ def train_policy(ctx: Context) -> tuple[Policy, Path, dict]:
     return load_policy(ckpt, ctx.device).policy, ckpt, info
 
 
-def run_train(cfg: DictConfig) -> float:
-    run_dir = current_run_dir()
-    logger = run_logger(cfg, run_dir)
-    try:
-        ctx = make_context(cfg, logger)
-        t0 = time.perf_counter()
-        policy, ckpt, info = train_policy(ctx)
-        train_time = time.perf_counter() - t0
-        result = evaluate(ctx, policy)
-        summary = {
-            "task": ctx.task.name,
-            "algo": str(cfg.algo),
-            "seed": ctx.seed,
-            "normalized_score": result.normalized_mean,
-            "normalized_score_std": result.normalized_std,
-            "episodes": result.episodes,
-            "run_dir": str(run_dir),
-            "env_id": result.env_id,
-            "score_reference": result.score_reference,
-            "data_origin": ctx.origin,
-            "data": ctx.fingerprint,
-        }
-        logger.update_summary(
-            **summary,
-            label=run_label(cfg),
-            checkpoint=str(ckpt),
-            artifacts=info,
-            eval=result.to_dict(),
-            train_time_s=train_time,
-            versions=library_versions(),
-        )
-        logger.log(_eval_metrics(result), 0, "final/")
-    finally:
-        logger.finish()
-    print(json.dumps(summary))
-    return result.normalized_mean
+# The algorithm registry: ``algo=<name>`` runs ALGORITHMS[name]; the name's settings are in
+# ``configs/algo/<name>.yaml``. Adding an algorithm is one entry here plus its yaml.
+ALGORITHMS: dict[str, Callable[[Context], tuple[Policy, Path, dict]]] = {
+    "ipd": _train_sequence_policy,
+    "dt": _train_sequence_policy,
+    "iql": _train_iql,
+    "bc": _train_bc,
+    "bc10": _train_bc,
+}
 
 
-def run_learn_models(cfg: DictConfig) -> None:
-    ctx = make_context(cfg)
-    _, wm_art, _, iql_art = stage1(ctx)
-    print(json.dumps({"task": ctx.task.name, "world_model": str(wm_art.path), "value": str(iql_art.path)}))
-
-
-def run_augment(cfg: DictConfig) -> None:
-    ctx = make_context(cfg)
-    _, art = augment(ctx)
-    stats = art.metrics()
-    summary = {"task": ctx.task.name, "augment": str(art.path), **{k: stats.get(k) for k in _SUMMARY_KEYS}}
-    print(json.dumps(summary))
-
-
-def run_distill(cfg: DictConfig) -> None:
-    ctx = make_context(cfg)
-    _, ckpt, info = train_policy(ctx)
-    print(json.dumps({"task": ctx.task.name, "algo": str(cfg.algo), "checkpoint": str(ckpt), **info}))
-
-
-def _evaluation_task(cfg: DictConfig, loaded: LoadedPolicy) -> TaskSpec:
-    """The env and reference scores the checkpoint records, unless the command line names them
-    (``task.env_version=`` or ``data.minari_id=``); old checkpoints fall back to the task name."""
-    env_version, minari_id = cfg.task.get("env_version"), cfg.data.get("minari_id")
-    if loaded.eval_task is not None and not env_version and not minari_id:
-        try:
-            return TaskSpec.from_eval_record(loaded.eval_task)
-        except ValueError as exc:
-            raise CheckpointError(f"{cfg.checkpoint}: {exc}") from exc
-    return resolve_task(str(loaded.task or cfg.task.name), env_version, minari_id, bool(cfg.data.download))
-
-
-def run_evaluate(cfg: DictConfig) -> float:
-    if not cfg.checkpoint:
-        raise ConfigError("scripts/evaluate.py needs checkpoint=path/to/policy.pt")
-    loaded = load_policy(cfg.checkpoint, resolve_device(cfg.device))
-    task = _evaluation_task(cfg, loaded)
-    progress = bool(cfg.logging.progress)
-    result = evaluate_with_config(loaded.policy, task, cfg.eval, int(cfg.seed), cfg.episodes, progress)
-    print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}))
-    return result.normalized_mean
-
-
-def cli(fn, cfg: DictConfig):
-    """Run a script entry point; known input errors exit with their message, not a traceback."""
-    try:
-        return fn(cfg)
-    except (ConfigError, DatasetError, CheckpointError, UnknownTaskError, GenerateError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+def train_policy(ctx: Context) -> tuple[Policy, Path, dict]:
+    """Run the stages ``cfg.algo`` needs; returns (policy for evaluation, checkpoint, stage info)."""
+    return ALGORITHMS[str(ctx.cfg.algo)](ctx)

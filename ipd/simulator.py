@@ -1,4 +1,9 @@
-"""The real MuJoCo simulator behind the planner's dynamics-model interface: stage 2's oracle.
+"""The real MuJoCo simulator as stage 2's oracle (not offline RL): exact resets to an observation,
+replays of planned actions, and the simulator behind the planner's dynamics-model interface.
+
+:func:`reset_to_observation` and :func:`replay_from_observation` put a gymnasium env in the state an
+observation describes and replay actions from it (the ``augment.simulator_check`` arm and
+``benchmarks/augment.py`` use them).
 
 Not offline RL. :class:`SimulatorDynamics` lets the MPC planner of stage 2 plan and execute in the
 true dynamics instead of the learned world model (``augment.dynamics=simulator``), so that an
@@ -6,7 +11,7 @@ ablation can tell the world model's share of IPD's result from the planner's and
 same start states, same planner, same terminal value, perfect model.
 
 Every batched ``step`` sets each row's physical state from its observation (as
-:func:`ipd.evaluation.reset_to_observation` does: x position 0, which rewards do not depend on),
+:func:`reset_to_observation` does: x position 0, which rewards do not depend on),
 advances ``frame_skip`` physics steps under the action with ``mujoco.rollout`` (one C call for the
 whole batch), and computes the gymnasium v4 locomotion reward and termination:
 ``forward_weight * Δx / dt + healthy_reward - ctrl_weight * |a|²``, terminated when the
@@ -16,14 +21,60 @@ so rows there are approximate, as in the replay check.
 
 from __future__ import annotations
 
+import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
 from mujoco import rollout
 
-from ipd.evaluation import QVEL_CLIP, make_eval_env
+from ipd.evaluation import make_eval_env
 from ipd.models.base import ModelStep
 from ipd.tasks import TaskSpec
+
+QVEL_CLIP = 10.0  # Hopper/Walker2d observations clip qvel to [-10, 10]; HalfCheetah does not clip
+
+
+def reset_to_observation(env: gym.Env, observation: np.ndarray) -> bool:
+    """Put a (reset) MuJoCo locomotion env in the physical state behind ``observation``.
+
+    The v4 locomotion observations are ``qpos[1:]`` followed by ``qvel`` (Hopper, Walker2d,
+    HalfCheetah with the default ``exclude_current_positions_from_observation=True``). The omitted
+    x position only offsets the world frame: rewards use x *differences*, so we set it to 0.
+    Returns False when the reset is not exact, i.e. some velocity sits at the ±10 observation clip
+    (the true velocity is then unknown).
+    """
+    sim = env.unwrapped
+    nq, nv = sim.model.nq, sim.model.nv
+    obs = np.asarray(observation, dtype=np.float64).reshape(-1)
+    if obs.shape[0] != nq - 1 + nv:
+        raise ValueError(
+            f"observation has {obs.shape[0]} dims, but {sim.spec.id if sim.spec else sim} needs "
+            f"{nq - 1 + nv} (qpos[1:] and qvel): is it an observation of this env?"
+        )
+    qpos, qvel = np.concatenate([[0.0], obs[: nq - 1]]), obs[nq - 1 :]
+    sim.set_state(qpos, qvel)
+    return not bool(np.any(np.isclose(np.abs(qvel), QVEL_CLIP)))
+
+
+def replay_from_observation(
+    env: gym.Env, observation: np.ndarray, actions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """Replay ``actions`` open loop in ``env`` from the state behind ``observation``.
+
+    Returns the visited states ``[l + 1, obs]`` (the start included), the rewards ``[l]``, whether
+    the env terminated (then ``l`` may be shorter than ``len(actions)``) and whether the reset was
+    exact (:func:`reset_to_observation`).
+    """
+    env.reset(seed=0)
+    exact = reset_to_observation(env, observation)
+    states, rewards = [np.asarray(observation, np.float64)], []
+    for a in np.asarray(actions):
+        obs, r, terminated, _, _ = env.step(a)
+        states.append(obs)
+        rewards.append(float(r))
+        if terminated:
+            return np.asarray(states), np.asarray(rewards), True, exact
+    return np.asarray(states), np.asarray(rewards, np.float64), False, exact
 
 
 class SimulatorDynamics:

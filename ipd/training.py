@@ -15,8 +15,9 @@ the record to the history and calls ``on_log(step, record)`` (which may add keys
 the run by returning True); every ``eval_every`` updates (and after the last) ``evaluate(step)``;
 every ``checkpoint_every`` updates (and after the last) it writes ``learner.state_dict()``
 atomically to ``state_path``. With ``state_path`` set, a run that finds a state there resumes from
-it (and says so), and Ctrl-C saves the state before raising :class:`TrainingInterrupted`, whose
-one-line message says how to resume: running the same command again.
+it (and says so). Ctrl-C raises :class:`TrainingInterrupted`, whose one-line message says where
+the run stopped and that the same command resumes it from the last saved state (a state written
+mid-update would not be consistent, so none is written then).
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ class Learner(Protocol):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the state was saved (when the loop had a ``state_path``)."""
+    """Ctrl-C during training. ``resume_step``: the step of the last saved state (None: none saved)."""
 
-    def __init__(self, stage: str, step: int, saved: bool) -> None:
-        self.stage, self.step, self.saved = stage, step, saved
-        resume = "run the same command to resume" if saved else "this stage restarts when run again"
-        super().__init__(f"interrupted in {stage} at step {step}; {resume}")
+    def __init__(self, stage: str, step: int, resume_step: int | None) -> None:
+        self.stage, self.step, self.resume_step = stage, step, resume_step
+        where = f"from step {resume_step}" if resume_step else "from the start"
+        super().__init__(f"interrupted in {stage} at step {step}; run the same command to resume ({where})")
 
 
 @dataclass
@@ -108,6 +109,7 @@ def run(
     result = LoopResult(step=learner.step, history=history if history is not None else [])
     s0 = learner.step
     sums: dict[str, Any] = {}  # running sums: tensors stay on the device, no sync per step
+    saved_step = learner.step if state_path is not None and Path(state_path).is_file() else None
     t_win, s_win = t0, learner.step
     try:
         with tqdm(total=total, initial=min(learner.step, total), disable=not progress, desc=stage,
@@ -136,14 +138,15 @@ def run(
                     evaluate(step)
                 if state_path is not None and _due(step, checkpoint_every, last):
                     save_state(learner, state_path)
+                    saved_step = step
                 if last:
                     break
     except KeyboardInterrupt as exc:
+        # No save here: Ctrl-C may land inside an optimiser step or after a batch was drawn, so only
+        # the periodic states are consistent; the run resumes from the last one.
         if isinstance(exc, TrainingInterrupted):
             raise
-        if state_path is not None:
-            save_state(learner, state_path)
-        raise TrainingInterrupted(stage, learner.step, state_path is not None) from None
+        raise TrainingInterrupted(stage, learner.step, saved_step) from None
     result.step = learner.step
     result.wall_time_s = time.perf_counter() - t0
     result.updates_per_s = (learner.step - s0) / max(result.wall_time_s, 1e-9)

@@ -5,7 +5,7 @@ dataset's suboptimal states (reusing stage 1) and writes runs/<task>/augment/<ha
 import hydra
 from omegaconf import DictConfig
 
-from ipd.pipeline import cli, run_augment
+from ipd.cli import cli, run_augment
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)

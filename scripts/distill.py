@@ -6,7 +6,7 @@ Prints the policy checkpoint path; evaluate it with scripts/evaluate.py checkpoi
 import hydra
 from omegaconf import DictConfig
 
-from ipd.pipeline import cli, run_distill
+from ipd.cli import cli, run_distill
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)

@@ -8,7 +8,7 @@ checkpoints hold their actor). The task comes from the checkpoint unless task=..
 import hydra
 from omegaconf import DictConfig
 
-from ipd.pipeline import cli, run_evaluate
+from ipd.cli import cli, run_evaluate
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)

@@ -5,7 +5,7 @@ world-model ensemble and the IQL value learner under runs/<task>/{world_model,va
 import hydra
 from omegaconf import DictConfig
 
-from ipd.pipeline import cli, run_learn_models
+from ipd.cli import cli, run_learn_models
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ipd.compare import compare_labels
-from ipd.rundir import LEDGER_STAGES, finished_runs, merge_ledger, read_ledger, write_ledger
+from ipd.ledger import LEDGER_STAGES, finished_runs, merge_ledger, read_ledger, write_ledger
 
 
 def data_build(row: dict) -> str:

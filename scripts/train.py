@@ -8,7 +8,7 @@ The last stdout line is one JSON object with the task, algo, normalised score an
 import hydra
 from omegaconf import DictConfig
 
-from ipd.pipeline import cli, run_train
+from ipd.cli import cli, run_train
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)

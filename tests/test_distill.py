@@ -8,20 +8,19 @@ import pytest
 import torch
 
 from ipd.data import SequenceSampler, Trajectories, Transitions
-from ipd.distill import (
-    DistillConfig,
-    conditioning_tokens,
-    data_bootstrap,
-    distill_policy,
-    imagined_token_share,
-    value_returns_to_go,
-    window_sampling,
-)
+from ipd.distill import DistillConfig, distill_policy, imagined_token_share
 from ipd.models.policies import load_policy
 from ipd.models.sequence_trainer import SequenceTrainConfig, SequenceTrainer
 from ipd.models.transformer import DecisionTransformer, DTConfig
 from ipd.models.value import IQLConfig, IQLLearner
 from ipd.models.value_head import ValueHeadConfig, fit_value_head
+from ipd.tokens import (
+    conditioning_tokens,
+    data_bootstrap,
+    token_encoding,
+    value_returns_to_go,
+    window_sampling,
+)
 
 
 class ConstValue:
@@ -58,10 +57,10 @@ def test_value_token_is_the_bootstrapped_return_of_each_segment():
     assert tokens[3] == pytest.approx(4 + g * 5) and tokens[4] == pytest.approx(5)
     # imagined tail: bootstrapped at its end like a timeout
     assert tokens[5] == pytest.approx(6 + g * 7 + g**2 * 100)
-    cfg = DistillConfig(condition="value", token_gamma=None)  # None: the critic's gamma
-    np.testing.assert_allclose(conditioning_tokens(traj, cfg, ConstValue(), g), tokens)
+    # token_gamma None: the critic's gamma
+    np.testing.assert_allclose(conditioning_tokens(traj, "value", ConstValue(), g, None), tokens)
     # the old behaviour: V(s_t) everywhere, whatever happens afterwards
-    sv = conditioning_tokens(traj, DistillConfig(condition="state_value"), ConstValue(), g)
+    sv = conditioning_tokens(traj, "state_value", ConstValue(), g)
     np.testing.assert_allclose(sv, 100.0)
 
 
@@ -181,18 +180,14 @@ def test_distill_policy_end_to_end_and_checkpoint(
 
 
 def test_value_tokens_are_standardised_and_rtg_tokens_scaled():
-    from ipd.distill import token_encoding
-
     tokens = np.array([100.0, 200.0, 300.0], np.float32)
-    enc = token_encoding(tokens, DistillConfig(condition="value"), 1000.0, None)
+    enc = token_encoding(tokens, "value", "standardise", 1000.0, None)
     np.testing.assert_allclose(enc.encode(tokens), (tokens - 200.0) / np.std(tokens), rtol=1e-6)
     assert enc.mode == "value"
-    rtg = token_encoding(tokens, DistillConfig(condition="rtg"), 1000.0, 3600.0)
+    rtg = token_encoding(tokens, "rtg", "standardise", 1000.0, 3600.0)
     assert (rtg.offset, rtg.scale, rtg.target_return) == (0.0, 1000.0, 3600.0)
     # token_scale=return_scale: value tokens get DT's encoding, still read as V*(s_t) at test time
-    dt_like = token_encoding(
-        tokens, DistillConfig(condition="value", token_scale="return_scale"), 1000.0, None
-    )
+    dt_like = token_encoding(tokens, "value", "return_scale", 1000.0, None)
     np.testing.assert_allclose(dt_like.encode(tokens), tokens / 1000.0, rtol=1e-6)
     assert dt_like.mode == "value" and dt_like.offset == 0.0
     with pytest.raises(ValueError, match="token_scale must be one of"):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from ipd.evaluation import EvalResult, evaluate_policy, make_eval_env, reset_to_observation
+from ipd.evaluation import EvalResult, evaluate_policy, make_eval_env
+from ipd.simulator import reset_to_observation
 from ipd.tasks import get_task
 
 HOPPER = get_task("hopper-medium")
@@ -226,7 +227,7 @@ def test_reset_to_observation_flags_clipped_velocity_and_rejects_wrong_dims():
 
 
 def test_replay_from_observation_reproduces_the_recorded_rewards():
-    from ipd.evaluation import replay_from_observation
+    from ipd.simulator import replay_from_observation
 
     rng = np.random.default_rng(1)
     env = make_eval_env(get_task("hopper-medium"))

@@ -94,7 +94,8 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
 
 def test_simulator_check_arm_reuses_the_model_artifact_and_replays_in_the_env(smoke_args):
     from ipd.data import read_hdf5
-    from ipd.evaluation import make_eval_env, replay_from_observation
+    from ipd.evaluation import make_eval_env
+    from ipd.simulator import replay_from_observation
     from ipd.tasks import get_task
 
     args, runs = smoke_args
@@ -122,7 +123,8 @@ def test_simulator_check_arm_reuses_the_model_artifact_and_replays_in_the_env(sm
 
 def test_simulator_dynamics_arm_plans_in_the_env(smoke_args):
     from ipd.data import read_hdf5
-    from ipd.evaluation import make_eval_env, replay_from_observation
+    from ipd.evaluation import make_eval_env
+    from ipd.simulator import replay_from_observation
     from ipd.tasks import get_task
 
     args, _ = smoke_args
@@ -361,7 +363,7 @@ def test_fresh_machine_without_data_or_network_generates_and_runs(tmp_path):
     assert (data / "hopper-medium-3000.hdf5").is_file() and "not the D4RL release" in proc.stderr
     metrics = json.loads((Path(out["run_dir"]) / "metrics.json").read_text())
     assert metrics["data_origin"] == "generated" and metrics["data"] == out["data"]
-    from ipd.rundir import finished_runs, ledger_row
+    from ipd.ledger import finished_runs, ledger_row
 
     row = ledger_row(finished_runs(runs)[0])
     assert row["data_origin"] == "generated" and row["data"] == out["data"]

@@ -93,7 +93,7 @@ def _run_row(task: str, label: str, seed: int, score: float, run: str | None) ->
 
 
 def test_ledger_merge_keeps_the_latest_run_per_seed():
-    from ipd.rundir import merge_ledger
+    from ipd.ledger import merge_ledger
 
     ledger = [
         _run_row("hopper-medium", "dt", 0, 10.0, None),  # back-filled: no run name, the oldest
@@ -121,7 +121,7 @@ def test_ledger_merge_keeps_the_latest_run_per_seed():
 def test_ledger_rejects_a_bad_line_by_number(tmp_path):
     import pytest
 
-    from ipd.rundir import read_ledger
+    from ipd.ledger import read_ledger
 
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps(_run_row("hopper-medium", "dt", 0, 1.0, None)) + "\n{not json\n")
@@ -178,7 +178,7 @@ def test_results_ledger_combines_committed_and_local_runs(tmp_path):
 
 
 def test_ledger_sorts_seeds_as_numbers():
-    from ipd.rundir import merge_ledger
+    from ipd.ledger import merge_ledger
 
     rows = [_run_row("hopper-medium", "dt", s, float(s), None) for s in (10, 2, 0)]
     assert [r["seed"] for r in merge_ledger(rows, [])] == [0, 2, 10]

@@ -70,7 +70,7 @@ class BCConfig:
     hidden_dims: tuple[int, ...] = (256, 256)
     lr: float = 3e-4
     batch_size: int = 256
-    num_updates: int = 100_000
+    num_updates: int = 1_000_000
     weight_decay: float = 0.0
     dropout: float | None = None
     normalize_states: bool = True

@@ -71,7 +71,7 @@ class SequenceTrainConfig:
     num_updates: int = 100_000
     eval_every: int = 10_000
     log_every: int = 1_000
-    checkpoint_every: int = 10_000
+    checkpoint_every: int = 5_000
     amp_bf16: bool = False
     compile: bool = False
     alpha: float = 0.0

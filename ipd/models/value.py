@@ -50,8 +50,8 @@ import copy
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +60,9 @@ from torch import nn
 from ipd import training
 from ipd.data.transitions import Normalizer, Transitions, reward_scale_for
 from ipd.models.learner_checkpoint import CheckpointedLearner
-from ipd.models.value_networks import Actor, EnsembleMLP, IQLValue, mlp
+from ipd.models.value_config import IQLConfig, expectile_loss  # noqa: F401 (API)
+from ipd.models.value_inference import IQLInference, IQLPolicy  # noqa: F401 (API)
+from ipd.models.value_networks import Actor, EnsembleMLP, mlp
 
 CHECKPOINT_NAME = "ipd.iql"
 CHECKPOINT_VERSION = 1
@@ -68,88 +70,11 @@ CHECKPOINT_VERSION = 1
 ArrayLike = np.ndarray | torch.Tensor
 
 
-@dataclass
-class IQLConfig:
-    """Hyper-parameters of :class:`IQLLearner` (defaults: IQL / CORL for D4RL locomotion).
-
-    hidden_dims: hidden layer widths of the V, Q and actor MLPs.
-    lr: Adam learning rate of V and the twin Qs.
-    actor_lr: Adam learning rate of the actor at step 0 (cosine-decayed to 0 over
-        ``num_updates``); None = ``lr``.
-    batch_size: transitions per update.
-    gamma: discount.
-    expectile: tau of V's expectile regression (0.7 locomotion, 0.9 antmaze; -> 1 approaches max_a Q).
-    polyak: target-Q update rate, ``Q' <- (1 - polyak) Q' + polyak Q``.
-    beta: AWR inverse temperature (advantages in internal, reward-normalised units).
-    max_weight: clip of the AWR weight ``exp(beta * A)``.
-    actor: "gaussian" (tanh mean + learned log-std, weighted log-likelihood) or "deterministic"
-        (tanh output, weighted squared error).
-    state_dependent_std: Gaussian actor only; predict log-std from the state instead of a
-        state-independent parameter (CORL/IQL default: False).
-    log_std_min / log_std_max: clamp of the Gaussian actor's log-std (CORL: -20, 2).
-    dropout: dropout rate on the actor's hidden layers; None = no dropout.
-    reward_normalization: "returns" (r * 1000 / (max - min episode return), IQL locomotion),
-        "std" (r / std(r)) or "none".
-    num_updates: total gradient steps; also the period of the actor's cosine schedule.
-    log_every: default period (in updates) of ``fit``'s callback and metric logging.
-    normalize_states: normalise states with the dataset mean/std (stored in the checkpoint).
-    seed: seeds network init, batch sampling (numpy Generator) and dropout (torch Generator).
-    """
-
-    hidden_dims: tuple[int, ...] = (256, 256)
-    lr: float = 3e-4
-    actor_lr: float | None = None
-    batch_size: int = 256
-    gamma: float = 0.99
-    expectile: float = 0.7
-    polyak: float = 0.005
-    beta: float = 3.0
-    max_weight: float = 100.0
-    actor: Literal["gaussian", "deterministic"] = "gaussian"
-    state_dependent_std: bool = False
-    log_std_min: float = -20.0
-    log_std_max: float = 2.0
-    dropout: float | None = None
-    reward_normalization: Literal["returns", "std", "none"] = "returns"
-    num_updates: int = 1_000_000
-    log_every: int = 5_000
-    normalize_states: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
-        if self.actor not in ("gaussian", "deterministic"):
-            raise ValueError(f"IQLConfig.actor must be 'gaussian' or 'deterministic', got '{self.actor}'.")
-        if self.reward_normalization not in ("returns", "std", "none"):
-            raise ValueError(
-                f"IQLConfig.reward_normalization must be 'returns', 'std' or 'none', got "
-                f"'{self.reward_normalization}'."
-            )
-        if not 0.0 < self.expectile < 1.0:
-            raise ValueError(f"IQLConfig.expectile must be in (0, 1), got {self.expectile}.")
-        if not 0.0 < self.polyak <= 1.0:
-            raise ValueError(f"IQLConfig.polyak must be in (0, 1], got {self.polyak}.")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"IQLConfig.dropout must be None or in [0, 1), got {self.dropout}.")
-        if self.num_updates < 1 or self.batch_size < 1:
-            raise ValueError("IQLConfig.num_updates and batch_size must be >= 1.")
-
-
-def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """Asymmetric squared loss ``mean(|tau - 1(diff < 0)| * diff^2)`` with ``diff = target - prediction``.
-
-    Minimising it over a constant prediction gives the tau-expectile of the targets: positive
-    residuals (prediction too low) weigh tau, negative ones 1 - tau.
-    """
-    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
-    return (weight * diff.square()).mean()
-
-
 # ----------------------------------------------------------------------------------------------
 # Learner
 
 
-class IQLLearner(CheckpointedLearner):
+class IQLLearner(IQLInference, CheckpointedLearner):
     """IQL: V by expectile regression, twin Q by TD on V, AWR actor; see the module docstring.
 
     All public methods accept numpy arrays or tensors of **raw** states / actions in [-1, 1]
@@ -239,7 +164,7 @@ class IQLLearner(CheckpointedLearner):
         return (states - self._mean) / self._std
 
     @staticmethod
-    def _like(out: torch.Tensor, ref: ArrayLike) -> ArrayLike:
+    def _like(out: torch.Tensor, ref: ArrayLike) -> ArrayLike:  # numpy in, numpy out
         return out if isinstance(ref, torch.Tensor) else out.cpu().numpy()
 
     def _q_min(self, net: EnsembleMLP, nstates: torch.Tensor, actions: torch.Tensor, detach: bool = False):
@@ -397,76 +322,6 @@ class IQLLearner(CheckpointedLearner):
         for m in (self.v_net, self.q_net, self.actor):
             m.train(on)
 
-    # ------------------------------------------------------------------ inference
-
-    def value(self, states: ArrayLike) -> ArrayLike:
-        """V(s) [B] in env-return units."""
-        with torch.no_grad():
-            out = self.v_net(self._norm(self._tensor(states))).squeeze(-1) / self.reward_scale
-        return self._like(out, states)
-
-    def q(self, states: ArrayLike, actions: ArrayLike) -> ArrayLike:
-        """min_i Q'_i(s, a) [B] (twin target Qs) in env-return units."""
-        with torch.no_grad():
-            out = self._q_min(self.q_target, self._norm(self._tensor(states)), self._tensor(actions))
-        return self._like(out / self.reward_scale, states)
-
-    def advantage(self, states: ArrayLike, actions: ArrayLike) -> ArrayLike:
-        """A(s, a) = min_i Q'_i(s, a) - V(s) [B] in env-return units (IQL's AWR advantage)."""
-        with torch.no_grad():
-            s = self._norm(self._tensor(states))
-            out = self._q_min(self.q_target, s, self._tensor(actions)) - self.v_net(s).squeeze(-1)
-        return self._like(out / self.reward_scale, states)
-
-    def q_torch(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Differentiable min_i Q'_i(s, a) [B] in env-return units, for raw states.
-
-        Gradients flow to ``actions`` (and ``states``), never into the critic's parameters
-        (the target Qs are frozen copies). Used by Stage 3's Q-regularised loss.
-        """
-        s = self._norm(states.to(self.device, torch.float32))
-        q = self._q_min(self.q_target, s, actions.to(self.device, torch.float32), detach=True)
-        return q / self.reward_scale
-
-    def act(self, observations: ArrayLike, deterministic: bool = True) -> ArrayLike:
-        """AWR actor actions [B, act] in [-1, 1]: the mean, or a Gaussian sample when not deterministic."""
-        with torch.no_grad():
-            mean, log_std = self.actor(self._norm(self._tensor(observations)))
-            if not deterministic and log_std is not None:
-                noise = torch.randn(mean.shape, generator=self.act_generator, device=self.device)
-                mean = mean + noise * log_std.exp()
-            out = mean.clamp(-1.0, 1.0)
-        return self._like(out, observations)
-
-    def policy(self, deterministic: bool = True) -> IQLPolicy:
-        """The AWR actor as an :class:`ipd.models.base.Policy` for :func:`ipd.evaluation.evaluate_policy`."""
-        return IQLPolicy(self, deterministic)
-
-    def value_fn(self) -> IQLValue:
-        """V as an :class:`ipd.models.base.ValueFunction` (tensor [B, obs] -> [B], env units, no_grad).
-
-        Shares the learner's network (so it tracks further training) and takes the normaliser and
-        reward scale current at call time: call it after the first :meth:`fit`.
-        """
-        return IQLValue(self.v_net, self.normalizer, self.reward_scale, self.device)
-
-    def value_state(self) -> dict[str, Any]:
-        """A self-contained, versioned dict for V alone; rebuild with :meth:`IQLValue.from_state_dict`."""
-        return self.value_fn().state_dict()
-
-    def actor_prior(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Planning prior (:class:`ipd.models.base.ActionPrior`): raw states [B, obs] -> mean action [B, act].
-
-        Deterministic (the actor's mean, clamped to [-1, 1]), under no_grad, on the states' device.
-        """
-
-        def prior(states: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                mean, _ = self.actor(self._norm(states.to(self.device, torch.float32)))
-            return mean.clamp(-1.0, 1.0).to(states.device)
-
-        return prior
-
     # ------------------------------------------------------------------ state / checkpoints
 
     def _networks(self) -> dict[str, nn.Module]:
@@ -527,20 +382,3 @@ class IQLLearner(CheckpointedLearner):
 
     def _after_load(self) -> None:
         self._train_mode(False)
-
-
-class IQLPolicy:
-    """:class:`ipd.models.base.Policy` running the AWR actor: numpy observations in, [-1, 1] actions out."""
-
-    def __init__(self, learner: IQLLearner, deterministic: bool = True) -> None:
-        self.learner, self.deterministic = learner, deterministic
-
-    def reset(self, num_envs: int) -> None:
-        self.num_envs = num_envs  # memoryless policy: nothing to reset
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        obs = np.asarray(observations, np.float32)
-        return np.asarray(self.learner.act(obs, self.deterministic), np.float32)
-
-    def observe(self, rewards: np.ndarray, dones: np.ndarray) -> None:
-        pass

@@ -37,7 +37,7 @@ import torch
 from ipd import training
 from ipd.data.transitions import Normalizer
 from ipd.io import CheckpointError, check_format
-from ipd.models.value import expectile_loss
+from ipd.models.value_config import expectile_loss
 from ipd.models.value_networks import IQLValue, mlp
 
 TIMED_VALUE_STATE_NAME = "ipd.timed_value"

@@ -21,7 +21,7 @@ from ipd.data.transitions import Normalizer
 from ipd.io import CheckpointError, check_format
 
 if TYPE_CHECKING:
-    from ipd.models.value import IQLConfig
+    from ipd.models.value_config import IQLConfig
 
 VALUE_STATE_NAME = "ipd.iql_value"
 VALUE_STATE_VERSION = 1

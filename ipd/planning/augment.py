@@ -46,21 +46,25 @@ from ipd.utils import apply_in_chunks
 
 @dataclass
 class AugmentConfig:
-    select_by: str = "either"  # advantage | gap | either
-    quantile: float = 0.1
-    advantage_threshold: float | None = None
-    gap_threshold: float | None = None
-    max_per_trajectory: int = 4
-    min_spacing: int = 25
-    max_starts: int = 4096
-    rollout_length: int = 30
-    min_rollout_length: int = 5
-    cut_at_uncertainty: bool = True
-    uncertainty_quantile: float = 0.95
-    min_improvement: float = 0.0
-    max_prefix_length: int | None = 19
-    batch_size: int = 1024
-    simulator_check: bool = False  # oracle arm, not offline: ipd/planning/simulator_check.py
+    """Stage 2: which dataset steps are planned from, and which imagined rollouts are kept."""
+
+    select_by: str = "either"  # advantage | gap | either: which suboptimality score picks start states
+    quantile: float = 0.1  # the worst fraction of dataset steps by the score are candidates
+    advantage_threshold: float | None = None  # absolute alternative to the quantile (env-return units)
+    gap_threshold: float | None = None  # the same for the value/return gap
+    max_per_trajectory: int = 4  # at most this many start states per dataset trajectory
+    min_spacing: int = 25  # steps between two start states of one trajectory
+    max_starts: int = 4096  # cap on planned start states (round-robin over trajectories, worst first)
+    rollout_length: int = 30  # L: max imagined steps per rollout (receding-horizon MPC)
+    min_rollout_length: int = 5  # shorter rollouts (cut early by uncertainty) are rejected
+    cut_at_uncertainty: bool = True  # stop a rollout at its first step with U above the threshold
+    uncertainty_quantile: float = 0.95  # reject rollouts whose max U exceeds this quantile of U over the data
+    min_improvement: float = 0.0  # imagined return must beat the dataset continuation by this (env units)
+    max_prefix_length: int | None = 19  # dataset steps kept before the imagined part (null: all)
+    batch_size: int = 1024  # start states planned per batched call (the resumable unit)
+    # Oracle arm, NOT offline RL (needs the real simulator): replay each accepted rollout's actions in
+    # the env and keep only real improvements (ipd/planning/simulator_check.py); out of the hash when false.
+    simulator_check: bool = False
     dynamics: str = "model"  # model (the world model) | simulator (oracle arm, not offline: ipd/simulator.py)
 
     def __post_init__(self) -> None:

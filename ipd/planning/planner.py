@@ -77,7 +77,7 @@ class PlannerConfig:
     action_low: float = -1.0  # lower action bound (all dims)
     action_high: float = 1.0  # upper action bound (all dims)
     action_selection: Literal["mean", "best"] = "mean"  # executed first action: final mean or best candidate
-    max_batch: int | None = 256  # start states planned per chunk (bounds memory: chunk * N rows per step)
+    max_batch: int | None = 1024  # start states planned per chunk (bounds memory: chunk * N rows per step)
     seed: int = 0  # seed of the planner's own generator (used when no generator/noise is passed)
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ Not offline RL. This is a diagnostic that attributes IPD's result to the world m
 rest of the method. It takes a finished stage-2 dataset and, for every stitched trajectory:
 
 1. resets the simulator to the dataset state where imagination starts, and replays the planned
-   actions open loop (``simulate``: see :func:`ipd.evaluation.replay_from_observation`);
+   actions open loop (``simulate``: see :func:`ipd.simulator.replay_from_observation`);
 2. replaces the imagined transitions with the simulator's (states, rewards, termination; the
    tail ends at a real termination) and re-annotates ``value`` with V of the real states;
 3. keeps the trajectory only when the reset was exact and the real bootstrapped return

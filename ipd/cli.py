@@ -1,0 +1,128 @@
+"""The script entry points: ``scripts/<name>.py`` calls ``cli(run_<name>, cfg)``.
+
+Each ``run_*`` takes the composed Hydra config, runs the stages it needs (:mod:`ipd.pipeline`)
+and prints one JSON line; :func:`cli` turns known input errors into a one-paragraph message and
+exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from omegaconf import DictConfig
+
+from ipd.config import ConfigError, register_schemas
+from ipd.data import DatasetError, resolve_task
+from ipd.evaluation import evaluate_with_config
+from ipd.generate import GenerateError
+from ipd.io import CheckpointError
+from ipd.logging import run_label, run_logger
+from ipd.models.policies import LoadedPolicy, load_policy
+from ipd.pipeline import SUMMARY_KEYS, augment, eval_metrics, evaluate, make_context, stage1, train_policy
+from ipd.rundir import current_run_dir
+from ipd.tasks import TaskSpec, UnknownTaskError
+from ipd.training import TrainingInterrupted
+from ipd.utils import library_versions, resolve_device
+
+register_schemas()  # before Hydra composes the scripts' config
+
+
+def run_train(cfg: DictConfig) -> float:
+    run_dir = current_run_dir()
+    logger = run_logger(cfg, run_dir)
+    try:
+        ctx = make_context(cfg, logger)
+        t0 = time.perf_counter()
+        policy, ckpt, info = train_policy(ctx)
+        train_time = time.perf_counter() - t0
+        result = evaluate(ctx, policy)
+        summary = {
+            "task": ctx.task.name,
+            "algo": str(cfg.algo),
+            "seed": ctx.seed,
+            "normalized_score": result.normalized_mean,
+            "normalized_score_std": result.normalized_std,
+            "episodes": result.episodes,
+            "run_dir": str(run_dir),
+            "env_id": result.env_id,
+            "score_reference": result.score_reference,
+            "data_origin": ctx.origin,
+            "data": ctx.fingerprint,
+        }
+        logger.update_summary(
+            **summary,
+            label=run_label(cfg),
+            checkpoint=str(ckpt),
+            artifacts=info,
+            eval=result.to_dict(),
+            train_time_s=train_time,
+            versions=library_versions(),
+        )
+        logger.log(eval_metrics(result), 0, "final/")
+    finally:
+        logger.finish()
+    print(json.dumps(summary))
+    return result.normalized_mean
+
+
+def run_learn_models(cfg: DictConfig) -> None:
+    ctx = make_context(cfg)
+    _, wm_art, _, iql_art = stage1(ctx)
+    print(json.dumps({"task": ctx.task.name, "world_model": str(wm_art.path), "value": str(iql_art.path)}))
+
+
+def run_augment(cfg: DictConfig) -> None:
+    ctx = make_context(cfg)
+    _, art = augment(ctx)
+    stats = art.metrics()
+    summary = {"task": ctx.task.name, "augment": str(art.path), **{k: stats.get(k) for k in SUMMARY_KEYS}}
+    print(json.dumps(summary))
+
+
+def run_distill(cfg: DictConfig) -> None:
+    ctx = make_context(cfg)
+    _, ckpt, info = train_policy(ctx)
+    print(json.dumps({"task": ctx.task.name, "algo": str(cfg.algo), "checkpoint": str(ckpt), **info}))
+
+
+def _evaluation_task(cfg: DictConfig, loaded: LoadedPolicy) -> TaskSpec:
+    """The env and reference scores the checkpoint records, unless the command line names them
+    (``task.env_version=`` or ``data.minari_id=``); old checkpoints fall back to the task name."""
+    env_version, minari_id = cfg.task.get("env_version"), cfg.data.get("minari_id")
+    if loaded.eval_task is not None and not env_version and not minari_id:
+        try:
+            return TaskSpec.from_eval_record(loaded.eval_task)
+        except ValueError as exc:
+            raise CheckpointError(f"{cfg.checkpoint}: {exc}") from exc
+    return resolve_task(str(loaded.task or cfg.task.name), env_version, minari_id, bool(cfg.data.download))
+
+
+def run_evaluate(cfg: DictConfig) -> float:
+    if not cfg.checkpoint:
+        raise ConfigError("scripts/evaluate.py needs checkpoint=path/to/policy.pt")
+    loaded = load_policy(cfg.checkpoint, resolve_device(cfg.device))
+    task = _evaluation_task(cfg, loaded)
+    progress = bool(cfg.logging.progress)
+    result = evaluate_with_config(loaded.policy, task, cfg.eval, int(cfg.seed), cfg.episodes, progress)
+    print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}))
+    return result.normalized_mean
+
+
+def cli(fn, cfg: DictConfig):
+    """Run a script entry point; known input errors exit with their message (status 2) and Ctrl-C
+    with one line saying how to resume (status 130), not a traceback."""
+    try:
+        return fn(cfg)
+    except (ConfigError, DatasetError, CheckpointError, UnknownTaskError, GenerateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingInterrupted as exc:
+        print(f"[ipd] {exc}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # outside a training loop (data, planning, evaluation)
+        print(
+            "[ipd] interrupted; run the same command to resume (finished stages are reused)", file=sys.stderr
+        )
+        sys.exit(130)
