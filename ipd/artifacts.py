@@ -23,6 +23,8 @@ import fcntl
 import hashlib
 import json
 import os
+import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +81,38 @@ class Artifact:
         return json.loads(p.read_text()) if p.is_file() else {}
 
     def finish(self, metrics: dict) -> None:
-        """Write metrics, then the DONE marker (last, atomically)."""
+        """Write metrics, then the DONE marker (last, atomically) holding every file's SHA-256."""
         atomic_write_json(self.path / "metrics.json", metrics)
-        atomic_write_text(self.path / DONE, "ok\n")
+        sums = {f.name: file_sha256(f) for f in sorted(self.path.iterdir()) if _is_content(f)}
+        atomic_write_text(self.path / DONE, json.dumps({"sha256": sums}, indent=1, sort_keys=True) + "\n")
+
+    def problems(self) -> list[str]:
+        """What makes a finished artifact unusable: a file missing or changed since ``finish``
+        (an artifact finished before checksums were recorded is trusted as it is)."""
+        try:
+            sums = json.loads((self.path / DONE).read_text()).get("sha256", {})
+        except (OSError, ValueError, AttributeError):
+            return []  # the earlier "ok" marker: nothing recorded to check against
+        out = []
+        for name, digest in sums.items():
+            f = self.path / name
+            if not f.is_file():
+                out.append(f"{name} is missing")
+            elif file_sha256(f) != digest:
+                out.append(f"{name} changed since the stage finished")
+        return out
+
+
+def _is_content(f: Path) -> bool:
+    return f.is_file() and f.name != DONE and not f.name.startswith(".")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 class ArtifactStore:
@@ -101,16 +132,41 @@ class ArtifactStore:
             )
         return Artifact(path, config)
 
-    @staticmethod
     @contextlib.contextmanager
-    def lock(artifact: Artifact) -> Iterator[None]:
-        """Exclusive lock so that parallel runs never build the same artifact twice."""
-        with open(artifact.path / ".lock", "w") as fh:
+    def lock(self, artifact: Artifact) -> Iterator[None]:
+        """Exclusive lock so that parallel runs never build the same artifact twice. The lock file
+        lives outside the artifact (``<root>/.locks/<task>/<stage>/<hash>.lock``), so moving a
+        corrupt artifact aside keeps it. It is an ``fcntl.flock``: on a cluster, the runs must
+        share a filesystem whose locks work across nodes (NFSv4, Lustre or GPFS with locking on)."""
+        rel = artifact.path.relative_to(self.root)
+        lock_file = self.root / ".locks" / rel.parent / f"{rel.name}.lock"
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def reusable(self, artifact: Artifact, stage: str) -> bool:
+        """Whether a finished, intact artifact can be reused (call under :meth:`lock`). A finished
+        artifact that fails its checksums is moved aside (``<hash>.corrupt-<time>``) with a warning,
+        and an empty one takes its place: the stage then builds it again."""
+        if not artifact.done:
+            return False
+        problems = artifact.problems()
+        if not problems:
+            print(f"[ipd] {stage}: reusing finished artifact {artifact.path}")
+            return True
+        aside = artifact.path.with_name(f"{artifact.hash}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(artifact.path, aside)
+        warnings.warn(
+            f"{stage}: the finished artifact {artifact.path} is damaged ({'; '.join(problems)}). "
+            f"Moved it aside to {aside} and building the stage again.",
+            stacklevel=2,
+        )
+        self.artifact(artifact.path.parent.parent.name, artifact.path.parent.name, artifact.config)
+        return False
 
 
 def dataset_fingerprint(t: Transitions) -> str:

@@ -7,13 +7,16 @@ exit status 2 instead of a traceback.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import sys
 import time
+from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ipd.config import ConfigError, register_schemas
+from ipd.config import ConfigError, register_schemas, validate_config
 from ipd.data import DatasetError, resolve_task
 from ipd.evaluation import evaluate_with_config
 from ipd.generate import GenerateError
@@ -22,7 +25,7 @@ from ipd.logging import run_label, run_logger
 from ipd.models.policies import LoadedPolicy, load_policy
 from ipd.pipeline import SUMMARY_KEYS, augment, eval_metrics, evaluate, make_context, stage1, train_policy
 from ipd.rundir import current_run_dir
-from ipd.tasks import TaskSpec, UnknownTaskError
+from ipd.tasks import TaskSpec, UnknownTaskError, get_task
 from ipd.training import TrainingInterrupted
 from ipd.utils import library_versions, resolve_device
 
@@ -100,6 +103,7 @@ def _evaluation_task(cfg: DictConfig, loaded: LoadedPolicy) -> TaskSpec:
 
 
 def run_evaluate(cfg: DictConfig) -> float:
+    validate_config(cfg)  # unknown keys and bad values fail here too
     if not cfg.checkpoint:
         raise ConfigError("scripts/evaluate.py needs checkpoint=path/to/policy.pt")
     loaded = load_policy(cfg.checkpoint, resolve_device(cfg.device))
@@ -126,3 +130,54 @@ def cli(fn, cfg: DictConfig):
             "[ipd] interrupted; run the same command to resume (finished stages are reused)", file=sys.stderr
         )
         sys.exit(130)
+
+
+def precheck(argv: list[str], runs: bool = True) -> None:
+    """Checks Hydra would fail on with a traceback or without a hint, run before it composes:
+    a config-group choice that does not exist (``task=hoper-medium``: the closest match is named)
+    and a ``paths.runs`` that cannot be created or written. Exits 2 with one paragraph."""
+    from ipd.config import CONFIG_DIR
+
+    try:
+        for arg in argv:
+            key, sep, value = arg.partition("=")
+            if not sep or key.startswith(("+", "~", "-", "hydra")):  # hydra/launcher: Hydra's own too
+                continue
+            if key == "paths.runs" and runs:
+                _check_writable(value)
+            elif (CONFIG_DIR / key).is_dir():
+                for choice in value.split(","):  # a multirun sweep lists choices
+                    _check_choice(CONFIG_DIR / key, key, choice.strip())
+        if runs and not any(a.startswith("paths.runs=") for a in argv):
+            _check_writable("runs")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _check_choice(group_dir, group: str, choice: str) -> None:
+    options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+    if choice in options or not choice:
+        return
+    if group == "task":
+        try:
+            get_task(choice)  # a task without a yaml of its own is still an error below
+        except UnknownTaskError as exc:
+            raise ConfigError(f"{exc} (task={choice})") from None
+    close = difflib.get_close_matches(choice, options, n=1)
+    hint = f" Did you mean '{group}={close[0]}'?" if close else ""
+    raise ConfigError(f"Unknown {group} '{choice}'.{hint} Choose one of: {', '.join(options)}.")
+
+
+def _check_writable(folder: str) -> None:
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".ipd-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"paths.runs={folder} cannot be used for runs and artifacts ({exc.strerror or exc}). "
+            "Choose a folder you can write, e.g. paths.runs=$HOME/ipd-runs."
+        ) from None

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import importlib
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -172,22 +174,150 @@ def section(cfg: DictConfig, key: str, cls: type | None = None) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(node) - names)
     if unknown:
-        raise ConfigError(f"Unknown key(s) {unknown} in '{full_key}'. Valid keys: {sorted(names)}.")
+        raise ConfigError(
+            f"Unknown key(s) {unknown} in '{full_key}'.{_closest(unknown[0], names, full_key)} "
+            f"Valid keys: {sorted(names)}."
+        )
+    hints = typing.get_type_hints(cls)
+    for name, value in node.items():
+        check_value(f"{full_key}.{name}", value, hints.get(name, Any))
     try:
         return cls(**node)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Invalid '{full_key}' config: {exc}") from exc
 
 
+def _closest(key: str, valid: typing.Iterable[str], where: str = "") -> str:
+    close = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.6)
+    return f" Did you mean '{f'{where}.' if where else ''}{close[0]}'?" if close else ""
+
+
+# Range rules for config values, by field name, in every section (dataclass or not):
+# (low, high, low inclusive, high inclusive); None: unbounded on that side.
+COUNT = (1, None, True, True)
+RANGES: dict[str, tuple] = {
+    **dict.fromkeys(
+        ("num_updates", "batch_size", "horizon", "num_samples", "num_elites", "iterations", "context",
+         "n_layers", "n_heads", "embed_dim", "ensemble_size", "episodes", "num_envs", "max_episode_steps",
+         "patience", "max_per_trajectory", "max_starts", "rollout_length", "min_rollout_length",
+         "token_head_updates", "eval_batch_size", "max_holdout", "mlp_ratio", "max_timestep"),
+        COUNT,
+    ),
+    **dict.fromkeys(("log_every", "eval_every", "checkpoint_every", "warmup_steps", "min_spacing",
+                     "eval_episodes", "max_prefix_length"), (0, None, True, True)),
+    **dict.fromkeys(("lr", "actor_lr", "weight_decay", "temperature", "init_std", "min_std", "max_std",
+                     "prior_noise", "uncertainty_penalty", "cut_penalty", "grad_clip", "max_weight",
+                     "beta", "return_scale", "max_train_seconds", "target_return_scale"),
+                    (0, None, True, True)),
+    **dict.fromkeys(("gamma", "token_gamma"), (0, 1, False, True)),
+    **dict.fromkeys(("dropout", "prior_fraction", "momentum", "holdout_ratio", "imagined_share"),
+                    (0, 1, True, False)),
+    **dict.fromkeys(("expectile", "token_expectile", "token_bootstrap_expectile", "quantile",
+                     "uncertainty_quantile", "top_fraction", "polyak", "improvement_threshold"),
+                    (0, 1, False, True)),
+    **dict.fromkeys(("max_steps", "max_epochs"), COUNT),
+}  # fmt: skip
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a yaml/command-line value fits a dataclass field's type hint (ints pass for floats)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is object:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if origin in (tuple, list):
+        item = args[0] if args else Any
+        return isinstance(value, list | tuple) and all(_matches(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def check_value(key: str, value: Any, hint: Any = Any) -> None:
+    """Raise :class:`ConfigError` if ``value`` does not fit ``hint`` or the range rule of its name."""
+    if not _matches(value, hint):
+        choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+        want = f"one of {list(choices)}" if choices else f"a value of type {_type_name(hint)}"
+        raise ConfigError(f"{key} must be {want}, got {value!r} ({type(value).__name__}).")
+    rule = RANGES.get(key.rsplit(".", 1)[-1])
+    if rule is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    low, high, low_in, high_in = rule
+    too_low = low is not None and (value < low or (value == low and not low_in))
+    too_high = high is not None and (value > high or (value == high and not high_in))
+    if too_low or too_high:
+        bounds = f"{'[' if low_in else '('}{low if low is not None else '-inf'}, "
+        bounds += f"{high if high is not None else 'inf'}{']' if high_in else ')'}"
+        raise ConfigError(f"{key} must be in {bounds}, got {value}.")
+
+
+def _reference() -> DictConfig:
+    """``configs/train.yaml`` as written (no Hydra: this runs inside Hydra apps too): the keys that
+    exist outside the dataclass sections, plus the config groups as top-level keys."""
+    ref = OmegaConf.load(CONFIG_DIR / "train.yaml")
+    groups = [next(iter(d)) for d in ref.pop("defaults") if isinstance(d, dict | DictConfig)]
+    for group in groups:
+        if group not in ref:
+            ref[group] = {}
+    return ref
+
+
+_TOP_LEVEL_TYPES = {"seed": int, "device": str, "algo": str, "checkpoint": str | None, "episodes": int | None}
+# keys a task yaml may set (the union over configs/task/)
+TASK_KEYS = ("name", "env_version", "target_return", "return_scale", "alpha", "token_scale",
+             "imagined_share", "token_head_time")  # fmt: skip
+
+
+def _check_plain_sections(cfg: DictConfig) -> None:
+    """Keys and values outside the dataclass sections: top level, task, data, eval, logging, paths."""
+    ref = _reference()
+    known = {k for k in ref if k not in ("hydra", "preset")}  # preset only sets other keys
+    for key in cfg:
+        if key not in known and key != "hydra":
+            raise ConfigError(
+                f"Unknown config key '{key}'.{_closest(key, known)} Top-level keys: {sorted(known)}."
+            )
+    for key, hint in _TOP_LEVEL_TYPES.items():
+        if key in cfg:
+            check_value(key, cfg[key], hint)
+    if int(cfg.seed) < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}.")
+    for key in cfg.task:
+        if key not in TASK_KEYS:
+            raise ConfigError(
+                f"Unknown key 'task.{key}'.{_closest(key, TASK_KEYS, 'task')} Task keys: {list(TASK_KEYS)}."
+            )
+    for name in ("data", "eval", "logging", "paths"):
+        for key in cfg[name]:
+            if key not in ref[name]:
+                hint = _closest(key, ref[name], name)
+                raise ConfigError(f"Unknown key '{name}.{key}'.{hint} Valid keys: {sorted(ref[name])}.")
+            default = ref[name][key]
+            hint = Any if default is None else type(default) if isinstance(default, bool | int | str) else Any
+            check_value(f"{name}.{key}", cfg[name][key], hint)
+
+
 def validate_config(cfg: DictConfig, algorithms: tuple[str, ...] | None = None) -> None:
-    """Fail fast on bad values, before any data is loaded or model trained. ``algorithms``: the
-    names ``cfg.algo`` may take (``ipd.pipeline.ALGORITHMS``; None: not checked)."""
+    """Fail fast on bad values, before any data is loaded or model trained: unknown keys anywhere
+    (with the closest valid key), types and ranges of every section and top-level key, known enums.
+    ``algorithms``: the names ``cfg.algo`` may take (``ipd.pipeline.ALGORITHMS``; None: not checked)."""
+    _check_plain_sections(cfg)
     get_task(str(cfg.task.name))
     if algorithms is not None and str(cfg.algo) not in algorithms:
-        raise ConfigError(f"algo must be one of {'|'.join(algorithms)}, got '{cfg.algo}'")
-    for key in ("episodes", "num_envs", "max_episode_steps"):
-        if int(cfg.eval[key]) < 1:
-            raise ConfigError(f"eval.{key} must be >= 1, got {cfg.eval[key]}")
+        raise ConfigError(
+            f"algo must be one of {'|'.join(algorithms)}, got '{cfg.algo}'{_closest(cfg.algo, algorithms)}"
+        )
     for key in SECTIONS:
         section(cfg, key)
     try:

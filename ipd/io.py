@@ -118,8 +118,8 @@ def _load_or_explain(path: Path, map_location: str | torch.device = "cpu") -> An
     except Exception as exc:  # torch raises many types for truncated/corrupt zip files
         reason = f"{type(exc).__name__}: {exc}"
     raise CheckpointError(
-        f"Checkpoint {path} is corrupt or not a torch file ({reason}). "
-        "Delete it and re-run the stage that produced it."
+        f"Checkpoint {path} is corrupt or not a torch file ({reason}). Delete it and run the same "
+        "command again: a stage artifact missing a file is built again."
     )
 
 

@@ -116,22 +116,23 @@ def make_context(cfg: DictConfig, logger: RunLogger | None = None) -> Context:
     )
 
 
-def _reuse(art: Artifact, stage: str) -> bool:
-    if art.done:
-        print(f"[ipd] {stage}: reusing finished artifact {art.path}")
-        return True
-    return False
+def _reuse(ctx: Context, art: Artifact, stage: str) -> bool:
+    return ctx.store.reusable(art, stage)
 
 
 # ----------------------------------------------------------------------------- stage 1
 def learn_world_model(ctx: Context) -> tuple[EnsembleWorldModel, Artifact]:
     art = ctx.store.artifact(ctx.task.name, "world_model", ctx.stage_config("world_model"))
     with ctx.store.lock(art):
-        if not _reuse(art, "world_model"):
+        if not _reuse(ctx, art, "world_model"):
             t0 = time.perf_counter()
             wm_cfg = section(ctx.cfg, "world_model")
             terminal_fn = ctx.task.is_terminal_torch
-            model, metrics = train_world_model(ctx.data, wm_cfg, terminal_fn, ctx.device, ctx.progress)
+            state = art.file("world_model_state.pt")
+            model, metrics = train_world_model(
+                ctx.data, wm_cfg, terminal_fn, ctx.device, ctx.progress, state_path=state
+            )
+            state.unlink(missing_ok=True)
             model.save(art.file("world_model.pt"), task=ctx.task.name)
             metrics["uncertainty_quantiles"] = dataset_quantiles(model, ctx.data)
             art.finish({**metrics, "wall_time_s": time.perf_counter() - t0})
@@ -143,7 +144,7 @@ def _fit_learner(ctx: Context, stage: str, learner, filename: str) -> Artifact:
     art = ctx.store.artifact(ctx.task.name, stage, ctx.stage_config(stage))
     final, state = art.file(filename), art.file(filename.replace(".pt", "_state.pt"))
     with ctx.store.lock(art):
-        if not _reuse(art, stage):
+        if not _reuse(ctx, art, stage):
             t0 = time.perf_counter()
             metrics = learner.fit(
                 ctx.data,
@@ -153,8 +154,8 @@ def _fit_learner(ctx: Context, stage: str, learner, filename: str) -> Artifact:
             )
             learner.save(final, task=ctx.task.name, eval_task=ctx.task.eval_record())
             summary = {k: v for k, v in metrics.items() if k != "history"}
+            state.unlink(missing_ok=True)  # before finish: the checksums cover what stays
             art.finish({**summary, "wall_time_s": time.perf_counter() - t0})
-            state.unlink(missing_ok=True)
     return art
 
 
@@ -186,7 +187,7 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
     conf["planner"] = ctx.plain("planner")
     art = ctx.store.artifact(ctx.task.name, "augment", conf)
     with ctx.store.lock(art):
-        if not _reuse(art, "augment"):
+        if not _reuse(ctx, art, "augment"):
             if aug_cfg.dynamics == "simulator":  # oracle arm: exact dynamics, U = 0 everywhere
                 dynamics, threshold = SimulatorDynamics(ctx.task), 0.0
             else:
@@ -226,7 +227,7 @@ def _simulator_checked(ctx: Context, model_art: Artifact, iql, aug_cfg) -> tuple
     """Oracle arm (``augment.simulator_check``): the model artifact's rollouts replayed in the real env."""
     art = ctx.store.artifact(ctx.task.name, "augment", {**model_art.config, "simulator_check": True})
     with ctx.store.lock(art):
-        if not _reuse(art, "augment (simulator check)"):
+        if not _reuse(ctx, art, "augment (simulator check)"):
             env = make_eval_env(ctx.task)
             dataset, stats = check_in_simulator(
                 read_hdf5(model_art.file("augmented.hdf5")),
@@ -255,7 +256,7 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
     art = ctx.store.artifact(ctx.task.name, "policy", ctx.stage_config("policy", **(parents or {})))
     final = art.file("policy.pt")
     with ctx.store.lock(art):
-        if _reuse(art, "policy"):
+        if _reuse(ctx, art, "policy"):
             return final, art
         t0 = time.perf_counter()
         result = distill_policy(
@@ -278,8 +279,8 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
         )
         extra = {"task": ctx.task.name, "eval_task": ctx.task.eval_record(), "algo": str(ctx.cfg.algo)}
         result.save(final, extra=extra)
+        art.file("train_state.pt").unlink(missing_ok=True)  # before finish: the checksums cover what stays
         art.finish({**result.metrics, "wall_time_s": time.perf_counter() - t0})
-        art.file("train_state.pt").unlink(missing_ok=True)
     return final, art
 
 

@@ -2,10 +2,12 @@
 """Stage 2 alone: `python scripts/augment.py task=hopper-medium` plans imagined rollouts from the
 dataset's suboptimal states (reusing stage 1) and writes runs/<task>/augment/<hash>/augmented.hdf5."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from ipd.cli import cli, run_augment
+from ipd.cli import cli, precheck, run_augment
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)
@@ -14,4 +16,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     main()

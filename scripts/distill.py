@@ -3,10 +3,12 @@
 sequence policy on the augmented data, reusing stages 1-2 (and building them if missing).
 Prints the policy checkpoint path; evaluate it with scripts/evaluate.py checkpoint=<path>."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from ipd.cli import cli, run_distill
+from ipd.cli import cli, precheck, run_distill
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)
@@ -15,4 +17,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     main()

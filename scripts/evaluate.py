@@ -5,10 +5,12 @@ The checkpoint alone is enough (DT/IPD policies bundle their normaliser and valu
 checkpoints hold their actor). The task comes from the checkpoint unless task=... is given.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from ipd.cli import cli, run_evaluate
+from ipd.cli import cli, precheck, run_evaluate
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)
@@ -17,4 +19,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     main()

@@ -2,10 +2,12 @@
 """Stage 1 alone: `python scripts/learn_models.py task=hopper-medium` trains (or reuses) the
 world-model ensemble and the IQL value learner under runs/<task>/{world_model,value}/<hash>/."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from ipd.cli import cli, run_learn_models
+from ipd.cli import cli, precheck, run_learn_models
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)
@@ -14,4 +16,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     main()

@@ -7,12 +7,14 @@ the behaviour policies and replay buffers that ipd ships (ipd/generate/assets/NO
 It is not the D4RL release: scores on it are not comparable with published D4RL tables.
 """
 
+import difflib
 import json
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from ipd.cli import precheck
 from ipd.data.hdf5 import read_hdf5_attrs
 from ipd.generate import GenerateError, make_dataset
 from ipd.generate.behaviour import BehaviourError
@@ -22,6 +24,29 @@ from ipd.tasks import UnknownTaskError
 
 @hydra.main(config_path="../configs", config_name="make_dataset", version_base=None)
 def main(cfg: DictConfig) -> None:
+    known = {
+        "task",
+        "size",
+        "seed",
+        "policy",
+        "replay",
+        "action_noise",
+        "num_envs",
+        "overwrite",
+        "out",
+        "data",
+        "progress",
+        "hydra",
+    }
+    unknown = sorted(set(cfg) - known) + [f"data.{k}" for k in cfg.data if k != "dir"]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known - {"hydra"}), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        print(
+            f"error: unknown key(s) {unknown}.{hint} Valid keys: {sorted(known - {'hydra'})}, data.dir.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         path = make_dataset(
             str(cfg.task.name),
@@ -45,4 +70,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    precheck(sys.argv[1:], runs=False)
     main()

@@ -5,10 +5,12 @@ algo=ipd runs learn models -> augment -> distill -> evaluate, reusing finished s
 The last stdout line is one JSON object with the task, algo, normalised score and run dir.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from ipd.cli import cli, run_train
+from ipd.cli import cli, precheck, run_train
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base=None)
@@ -17,4 +19,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    precheck(sys.argv[1:])
     main()

@@ -19,6 +19,7 @@ from ipd.config import (
     ConfigError,
     canonical,
     load_config,
+    resolve_target,
     section,
     to_plain,
     validate_config,
@@ -28,8 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def run_script(script: str, *overrides: str, check: bool = True, timeout: int = 400):
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+def run_script(script: str, *overrides: str, check: bool = True, timeout: int = 400, env: dict | None = None):
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "HYDRA_FULL_ERROR": "0",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / script), *overrides],
         capture_output=True,
@@ -171,7 +178,9 @@ def test_dt_vs_ipd_switch_by_config_alone():
     assert load_config(["algo=ipd", "task=walker2d-medium"]).policy.train.alpha > 0
     # the timed V*(s, t) head is a per-task choice (task.token_head_time), off where a task sets nothing
     assert ipd.policy.token_head_time is False and ipd.task.name == "hopper-medium"
-    assert load_config(["algo=ipd", "task=hopper-medium", "task.token_head_time=true"]).policy.token_head_time
+    assert load_config(
+        ["algo=ipd", "task=hopper-medium", "+task.token_head_time=true"]
+    ).policy.token_head_time
     assert load_config(["algo=ipd", "task=halfcheetah-medium"]).policy.token_head_time is False
     assert load_config(["algo=ipd", "policy.token_head_time=true"]).policy.token_head_time is True
     # the token encoding and the stitched windows' share: per task where measured (hopper-medium)
@@ -206,7 +215,7 @@ def test_every_section_builds_the_dataclass_its_target_names():
     for key in SECTIONS:
         obj = section(cfg, key)
         target = OmegaConf.select(cfg, key)._target_
-        assert f"{type(obj).__module__}.{type(obj).__name__}" == target
+        assert type(obj) is resolve_target(target)
     assert section(cfg, "planner").method == "cem"  # cem.yaml = mppi.yaml + method: cem
     assert section(cfg, "planner").horizon == section(load_config([]), "planner").horizon
     cfg.value._target_ = "ipd.models.value.NoSuchConfig"

@@ -119,6 +119,7 @@ def read_hdf5(path: str | os.PathLike, extras: bool = True) -> Transitions:
             "have them); using observations[i+1] would be wrong across episode ends"
             + (", and without either the episode ends cannot be told." if "timeouts" not in data else ".")
         )
+    _warn_integer_arrays(path, data)
     infer = "timeouts" not in data
     if infer:
         data["timeouts"] = np.zeros(len(data["observations"]), bool)
@@ -129,6 +130,36 @@ def read_hdf5(path: str | os.PathLike, extras: bool = True) -> Transitions:
     if infer:  # on validated arrays: equal lengths, finite values
         t.timeouts = _inferred_timeouts(path, t)
     return t
+
+
+def _warn_integer_arrays(path: Path, data: dict[str, np.ndarray]) -> None:
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        if key in data and data[key].dtype.kind in "iub":
+            warnings.warn(
+                f"Dataset file {path}: '{key}' is stored as {data[key].dtype}, and ipd casts it to float32. "
+                "If these are discrete codes rather than quantities, ipd's continuous-control models do not "
+                "fit this data.",
+                DatasetWarning,
+                stacklevel=3,
+            )
+
+
+def check_episode_order(path: str | os.PathLike, t: Transitions) -> None:
+    """Refuse a dataset whose rows are not stored episode after episode: inside an episode the next
+    row must continue from this row's next state (up to 1% of mismatches pass: float noise). The
+    loaders run it on every task dataset (:func:`ipd.data.sources.open_file`)."""
+    n = len(t)
+    if n < 10:
+        return
+    inner = ~(t.terminals | t.timeouts)[:-1]
+    broken = int(np.any(t.next_observations[:-1] != t.observations[1:], axis=-1)[inner].sum())
+    if broken > max(1, inner.sum() // 100):
+        raise DatasetError(
+            f"Dataset file {path}: in {broken} of {int(inner.sum())} rows inside an episode the next row "
+            "does not start from this row's next_observations, so the rows are not stored in episode "
+            "order (or 'timeouts' misses episode ends). Store each episode's rows consecutively, "
+            "with terminals or timeouts marking every episode end."
+        )
 
 
 def _inferred_timeouts(path: Path, t: Transitions) -> np.ndarray:

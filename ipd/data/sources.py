@@ -44,7 +44,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ipd.data import minari_source
-from ipd.data.hdf5 import read_hdf5, read_hdf5_attrs
+from ipd.data.hdf5 import check_episode_order, read_hdf5, read_hdf5_attrs
 from ipd.data.transitions import DatasetError, Transitions
 from ipd.io import atomic_write
 from ipd.tasks import D4RL_URL_BASE, TaskSpec, get_task
@@ -90,7 +90,9 @@ def open_file(path: str | os.PathLike, task: TaskSpec) -> LoadedDataset:
             f"task.env_version={str(recorded).rpartition('-')[2]}, or generate the {task.gym_id} "
             f"dataset: python scripts/make_dataset.py task={task.name} task.env_version={task.env_version}."
         )
-    return LoadedDataset(read_hdf5(path), task, str(path), file_origin(path, attrs))
+    transitions = read_hdf5(path)
+    check_episode_order(path, transitions)
+    return LoadedDataset(transitions, task, str(path), file_origin(path, attrs))
 
 
 def default_data_dir() -> Path:

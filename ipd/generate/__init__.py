@@ -12,7 +12,6 @@ wires "generate when no dataset is found" above them (``data.generate``). Module
 """
 
 from ipd.generate.make import (
-    D4RL_DATASET_SCORES,
     D4RL_SIZE,
     GENERATOR_VERSION,
     GenerateError,
@@ -21,7 +20,6 @@ from ipd.generate.make import (
 )
 
 __all__ = [
-    "D4RL_DATASET_SCORES",
     "D4RL_SIZE",
     "GENERATOR_VERSION",
     "GenerateError",

@@ -45,17 +45,6 @@ D4RL_SIZE = 1_000_000
 DEFAULT_NUM_ENVS = 32
 ORIGIN = "generated"
 
-# D4RL v2 datasets' mean normalised scores, for orientation next to generated ones (computed
-# from the published files' episode returns; the files themselves are not used here).
-D4RL_DATASET_SCORES = {
-    "hopper-random": 1.2, "hopper-medium": 44.3, "hopper-medium-replay": 14.9,
-    "hopper-expert": 108.5, "hopper-medium-expert": 64.8,
-    "halfcheetah-random": 0.0, "halfcheetah-medium": 40.7, "halfcheetah-medium-replay": 27.2,
-    "halfcheetah-expert": 88.1, "halfcheetah-medium-expert": 64.3,
-    "walker2d-random": 0.0, "walker2d-medium": 62.1, "walker2d-medium-replay": 14.8,
-    "walker2d-expert": 106.9, "walker2d-medium-expert": 82.7,
-}  # fmt: skip
-
 
 class GenerateError(ValueError):
     """The dataset cannot be generated as asked (a missing asset, an existing file, bad sizes)."""

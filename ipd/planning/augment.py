@@ -194,6 +194,11 @@ def plan_rollouts(
     ``max_uncertainty`` stops each rollout at its first step whose U exceeds it (planner ``cut``).
     """
     n_batches = int(np.ceil(len(start_states) / cfg.batch_size))
+    done = [
+        b for b in range(n_batches) if work_dir is not None and (work_dir / f"batch_{b:05d}.npz").is_file()
+    ]
+    if done:
+        print(f"[ipd] augment: resuming, {len(done)} of {n_batches} planned batches found in {work_dir}")
     parts = []
     for b in tqdm(range(n_batches), desc="augment: planning", disable=not progress):
         path = work_dir / f"batch_{b:05d}.npz" if work_dir is not None else None
@@ -208,9 +213,14 @@ def plan_rollouts(
         part = {k: _np(getattr(ro, k)) for k in ROLLOUT_FIELDS + ("planned_return",) if hasattr(ro, k)}
         part.setdefault("valid", np.ones(len(chunk), bool))  # planners without NaN tracking
         if path is not None:
-            atomic_write(path, lambda tmp, part=part: np.savez(open(tmp, "wb"), **part))
+            atomic_write(path, lambda tmp, part=part: _savez(tmp, part))
         parts.append(part)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:  # closed before atomic_write renames it
+        np.savez(fh, **arrays)
 
 
 def _np(x) -> np.ndarray:
