@@ -358,6 +358,11 @@ def test_fresh_machine_without_data_or_network_generates_and_runs(tmp_path):
     """The README's main job on a machine with no dataset and no download: the data is generated
     (small here), the three stages run, and the result carries the data's origin and build."""
     data, runs = tmp_path / "empty-data-dir", tmp_path / "runs"
+    # no D4RL cache and no Minari store either (the Minari tests record one for the session)
+    nothing = {
+        "MINARI_DATASETS_PATH": str(tmp_path / "no-minari"),
+        "D4RL_DATASET_DIR": str(tmp_path / "no-d4rl"),
+    }
     proc = run_script(
         "train.py",
         "task=hopper-medium",
@@ -366,6 +371,7 @@ def test_fresh_machine_without_data_or_network_generates_and_runs(tmp_path):
         f"paths.runs={runs}",
         "data.download=false",
         "data.generate_size=3000",
+        env=nothing,
     )
     out = last_json(proc.stdout)
     assert out["data_origin"] == "generated" and len(out["data"]) == 16
@@ -386,5 +392,6 @@ def test_fresh_machine_without_data_or_network_generates_and_runs(tmp_path):
         "data.download=false",
         "data.generate=false",
         check=False,
+        env=nothing,
     )
     assert proc.returncode == 2 and "No dataset for task 'hopper-expert'" in proc.stderr
