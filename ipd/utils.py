@@ -24,10 +24,23 @@ def set_seed(seed: int) -> None:
 RESULT_PACKAGES = ("ipd", "torch", "numpy", "gymnasium", "mujoco")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``): dataset
+    builds and float results can differ between CPU kinds, so runs record it."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def library_versions() -> dict[str, str]:
-    """Python's and :data:`RESULT_PACKAGES`' installed versions (``"absent"`` if not installed),
-    recorded with every run so scores can be traced to the software that made them."""
-    versions = {"python": platform.python_version()}
+    """Python's and :data:`RESULT_PACKAGES`' installed versions (``"absent"`` if not installed) and
+    the CPU model, recorded with every run so scores can be traced to what made them."""
+    versions = {"python": platform.python_version(), "cpu": cpu_model()}
     for name in RESULT_PACKAGES:
         try:
             versions[name] = metadata.version(name)

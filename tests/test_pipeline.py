@@ -80,7 +80,7 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
     assert metrics["normalized_score"] == out["normalized_score"]
     # The software behind the score: the dataset build depends on the MuJoCo version.
     assert {"python", "torch", "numpy", "gymnasium", "mujoco", "ipd"} <= metrics["versions"].keys()
-    assert metrics["versions"]["mujoco"] != "absent"
+    assert metrics["versions"]["mujoco"] != "absent" and metrics["versions"]["cpu"]  # and the CPU model
 
     # Second call with the same config reuses every stage and says so.
     second = run_script("train.py", "task=hopper-medium", *args)
