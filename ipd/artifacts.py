@@ -19,7 +19,6 @@ checkpoints so an interrupted stage resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ipd.data import Transitions
-from ipd.io import atomic_write_json, atomic_write_text
+from ipd.io import atomic_write_json, atomic_write_text, file_lock
 
 DONE = "DONE"
 
@@ -121,16 +120,7 @@ class ArtifactStore:
 
     def artifact(self, task: str, stage: str, config: dict) -> Artifact:
         """The (maybe not yet built) artifact for this stage config; writes config.yaml."""
-        path = self.root / task / stage / config_hash(config)
-        path.mkdir(parents=True, exist_ok=True)
-        cfg_file = path / "config.yaml"
-        if not cfg_file.exists():
-            import yaml
-
-            atomic_write_text(
-                cfg_file, yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=True)
-            )
-        return Artifact(path, config)
+        return _prepared(Artifact(self.root / task / stage / config_hash(config), config))
 
     @contextlib.contextmanager
     def lock(self, artifact: Artifact) -> Iterator[None]:
@@ -139,14 +129,8 @@ class ArtifactStore:
         corrupt artifact aside keeps it. It is an ``fcntl.flock``: on a cluster, the runs must
         share a filesystem whose locks work across nodes (NFSv4, Lustre or GPFS with locking on)."""
         rel = artifact.path.relative_to(self.root)
-        lock_file = self.root / ".locks" / rel.parent / f"{rel.name}.lock"
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_file, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.root / ".locks" / rel.parent / f"{rel.name}.lock"):
+            yield
 
     def reusable(self, artifact: Artifact, stage: str) -> bool:
         """Whether a finished, intact artifact can be reused (call under :meth:`lock`). A finished
@@ -165,8 +149,20 @@ class ArtifactStore:
             f"Moved it aside to {aside} and building the stage again.",
             stacklevel=2,
         )
-        self.artifact(artifact.path.parent.parent.name, artifact.path.parent.name, artifact.config)
+        _prepared(artifact)
         return False
+
+
+def _prepared(artifact: Artifact) -> Artifact:
+    """Create the artifact's folder and its ``config.yaml`` if missing."""
+    artifact.path.mkdir(parents=True, exist_ok=True)
+    cfg_file = artifact.file("config.yaml")
+    if not cfg_file.exists():
+        import yaml
+
+        plain = json.loads(json.dumps(artifact.config, default=str))
+        atomic_write_text(cfg_file, yaml.safe_dump(plain, sort_keys=True))
+    return artifact
 
 
 def dataset_fingerprint(t: Transitions) -> str:

@@ -120,22 +120,25 @@ def cli(fn, cfg: DictConfig):
     try:
         return fn(cfg)
     except (ConfigError, DatasetError, CheckpointError, UnknownTaskError, GenerateError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"error: {exc}")
     except TrainingInterrupted as exc:
-        print(f"[ipd] {exc}", file=sys.stderr)
-        sys.exit(130)
+        fail(f"[ipd] {exc}", 130)
     except KeyboardInterrupt:  # outside a training loop (data, planning, evaluation)
-        print(
-            "[ipd] interrupted; run the same command to resume (finished stages are reused)", file=sys.stderr
-        )
-        sys.exit(130)
+        fail("[ipd] interrupted; run the same command to resume (finished stages are reused)", 130)
+
+
+def fail(message: str, status: int = 2) -> None:
+    """Print ``message`` to stderr and exit with ``status``: the one way the scripts stop on bad input."""
+    print(message, file=sys.stderr)
+    sys.exit(status)
 
 
 def precheck(argv: list[str], runs: bool = True) -> None:
     """Checks Hydra would fail on with a traceback or without a hint, run before it composes:
     a config-group choice that does not exist (``task=hoper-medium``: the closest match is named)
     and a ``paths.runs`` that cannot be created or written. Exits 2 with one paragraph."""
+    from omegaconf import OmegaConf
+
     from ipd.config import CONFIG_DIR
 
     try:
@@ -149,10 +152,9 @@ def precheck(argv: list[str], runs: bool = True) -> None:
                 for choice in value.split(","):  # a multirun sweep lists choices
                     _check_choice(CONFIG_DIR / key, key, choice.strip())
         if runs and not any(a.startswith("paths.runs=") for a in argv):
-            _check_writable("runs")
+            _check_writable(OmegaConf.load(CONFIG_DIR / "train.yaml").paths.runs)  # its default
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"error: {exc}")
 
 
 def _check_choice(group_dir, group: str, choice: str) -> None:

@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import difflib
 import importlib
+import re
 import types
 import typing
 from pathlib import Path
@@ -200,14 +201,15 @@ RANGES: dict[str, tuple] = {
         ("num_updates", "batch_size", "horizon", "num_samples", "num_elites", "iterations", "context",
          "n_layers", "n_heads", "embed_dim", "ensemble_size", "episodes", "num_envs", "max_episode_steps",
          "patience", "max_per_trajectory", "max_starts", "rollout_length", "min_rollout_length",
-         "token_head_updates", "eval_batch_size", "max_holdout", "mlp_ratio", "max_timestep"),
+         "token_head_updates", "eval_batch_size", "max_holdout", "mlp_ratio", "max_timestep", "max_steps",
+         "max_epochs"),
         COUNT,
     ),
     **dict.fromkeys(("log_every", "eval_every", "checkpoint_every", "warmup_steps", "min_spacing",
                      "eval_episodes", "max_prefix_length"), (0, None, True, True)),
     **dict.fromkeys(("lr", "actor_lr", "weight_decay", "temperature", "init_std", "min_std", "max_std",
                      "prior_noise", "uncertainty_penalty", "cut_penalty", "grad_clip", "max_weight",
-                     "beta", "return_scale", "max_train_seconds", "target_return_scale"),
+                     "beta", "return_scale", "max_train_seconds"),
                     (0, None, True, True)),
     **dict.fromkeys(("gamma", "token_gamma"), (0, 1, False, True)),
     **dict.fromkeys(("dropout", "prior_fraction", "momentum", "holdout_ratio", "imagined_share"),
@@ -215,7 +217,6 @@ RANGES: dict[str, tuple] = {
     **dict.fromkeys(("expectile", "token_expectile", "token_bootstrap_expectile", "quantile",
                      "uncertainty_quantile", "top_fraction", "polyak", "improvement_threshold"),
                     (0, 1, False, True)),
-    **dict.fromkeys(("max_steps", "max_epochs"), COUNT),
 }  # fmt: skip
 
 
@@ -274,9 +275,15 @@ def _reference() -> DictConfig:
 
 
 _TOP_LEVEL_TYPES = {"seed": int, "device": str, "algo": str, "checkpoint": str | None, "episodes": int | None}
-# keys a task yaml may set (the union over configs/task/)
-TASK_KEYS = ("name", "env_version", "target_return", "return_scale", "alpha", "token_scale",
-             "imagined_share", "token_head_time")  # fmt: skip
+
+
+def task_keys() -> list[str]:
+    """The keys a task may set: those the task yaml files use, and those other config files read
+    from it (``${task.x}``, ``${oc.select:task.x,...}``), such as the optional per-task settings."""
+    keys = {k for p in (CONFIG_DIR / "task").glob("*.yaml") for k in OmegaConf.load(p)}
+    for p in CONFIG_DIR.glob("*/*.yaml"):
+        keys |= set(re.findall(r"\$\{(?:oc\.select:)?task\.(\w+)", p.read_text()))
+    return sorted(keys)
 
 
 def _check_plain_sections(cfg: DictConfig) -> None:
@@ -293,11 +300,11 @@ def _check_plain_sections(cfg: DictConfig) -> None:
             check_value(key, cfg[key], hint)
     if int(cfg.seed) < 0:
         raise ConfigError(f"seed must be >= 0, got {cfg.seed}.")
+    valid_task_keys = task_keys()
     for key in cfg.task:
-        if key not in TASK_KEYS:
-            raise ConfigError(
-                f"Unknown key 'task.{key}'.{_closest(key, TASK_KEYS, 'task')} Task keys: {list(TASK_KEYS)}."
-            )
+        if key not in valid_task_keys:
+            hint = _closest(key, valid_task_keys, "task")
+            raise ConfigError(f"Unknown key 'task.{key}'.{hint} Task keys: {valid_task_keys}.")
     for name in ("data", "eval", "logging", "paths"):
         for key in cfg[name]:
             if key not in ref[name]:

@@ -12,11 +12,13 @@ and allows only the numpy array types that our normalisers store.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pickle
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +63,20 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created, with its folder, if missing). On a
+    cluster the processes must share a filesystem whose locks work across nodes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

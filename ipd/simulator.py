@@ -29,9 +29,7 @@ from mujoco import rollout
 
 from ipd.evaluation import make_eval_env
 from ipd.models.base import ModelStep
-from ipd.tasks import TaskSpec
-
-QVEL_CLIP = 10.0  # Hopper/Walker2d observations clip qvel to [-10, 10]; HalfCheetah does not clip
+from ipd.tasks import QVEL_CLIP, TaskSpec
 
 
 def reset_to_observation(env: gym.Env, observation: np.ndarray) -> bool:

@@ -47,6 +47,7 @@ D4RL_URL_BASE = "http://rail.eecs.berkeley.edu/datasets/offline_rl/gym_mujoco_v2
 LEVELS = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
 ENV_VERSIONS = ("v4", "v5")
+QVEL_CLIP = 10.0  # hopper and walker2d observations clip qvel to [-10, 10]; halfcheetah does not clip
 DEFAULT_ENV_VERSION = "v4"  # the D4RL v2 models; the right env for D4RL files
 
 # Minari's MuJoCo datasets (Hopper-v5 ...) exist for these levels: ``mujoco/<env>/<level>-v0``.

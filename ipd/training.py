@@ -61,7 +61,11 @@ class LoopResult:
     last: dict[str, float] = field(default_factory=dict)  # the last logged record
     updates_per_s: float = 0.0
     wall_time_s: float = 0.0
-    resumed_from: int | None = None
+
+
+def metrics_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A logged record without its ``step`` key: what callbacks and loggers take as metrics."""
+    return {k: v for k, v in record.items() if k != "step"}
 
 
 def load_state_if_any(learner: Learner, state_path: str | os.PathLike | None, stage: str,

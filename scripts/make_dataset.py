@@ -12,9 +12,10 @@ import json
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from ipd.cli import precheck
+from ipd.cli import fail, precheck
+from ipd.config import CONFIG_DIR
 from ipd.data.hdf5 import read_hdf5_attrs
 from ipd.generate import GenerateError, make_dataset
 from ipd.generate.behaviour import BehaviourError
@@ -24,29 +25,13 @@ from ipd.tasks import UnknownTaskError
 
 @hydra.main(config_path="../configs", config_name="make_dataset", version_base=None)
 def main(cfg: DictConfig) -> None:
-    known = {
-        "task",
-        "size",
-        "seed",
-        "policy",
-        "replay",
-        "action_noise",
-        "num_envs",
-        "overwrite",
-        "out",
-        "data",
-        "progress",
-        "hydra",
-    }
-    unknown = sorted(set(cfg) - known) + [f"data.{k}" for k in cfg.data if k != "dir"]
+    # the keys of configs/make_dataset.yaml (and its task group): one home for the valid keys
+    known = (set(OmegaConf.load(CONFIG_DIR / "make_dataset.yaml")) - {"defaults", "hydra"}) | {"task"}
+    unknown = sorted(set(cfg) - known - {"hydra"}) + [f"data.{k}" for k in cfg.data if k != "dir"]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(known - {"hydra"}), n=1)
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        print(
-            f"error: unknown key(s) {unknown}.{hint} Valid keys: {sorted(known - {'hydra'})}, data.dir.",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+        fail(f"error: unknown key(s) {unknown}.{hint} Valid keys: {sorted(known)}, data.dir.")
     try:
         path = make_dataset(
             str(cfg.task.name),
@@ -63,8 +48,7 @@ def main(cfg: DictConfig) -> None:
             progress=bool(cfg.progress),
         )
     except (GenerateError, BehaviourError, UnknownTaskError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"error: {exc}")
     attrs = {k: v for k, v in read_hdf5_attrs(path).items() if k != "has_d4rl_metadata"}
     print(json.dumps({"path": str(path), **attrs}, default=str))
 

@@ -56,7 +56,12 @@ ORIGINS = ("d4rl", "minari", "generated", "file")
 
 
 class DatasetNotFoundError(DatasetError):
-    """No source has the task's dataset (as opposed to a dataset that is there but broken)."""
+    """No source has the task's dataset (as opposed to a dataset that is there but broken).
+    ``tried``: what was looked at, without the advice on how to provide the dataset."""
+
+    def __init__(self, message: str, tried: str = "") -> None:
+        super().__init__(message)
+        self.tried = tried
 
 
 @dataclass
@@ -236,7 +241,8 @@ def open_dataset(
             return _open_minari(task, task.minari_id, download_missing, env_version)
         except (ImportError, DatasetError) as exc:
             errors.append(str(exc))
-    raise DatasetNotFoundError(_missing_message(task, looked, errors, url_base))
+    tried = _tried(task, looked, errors)
+    raise DatasetNotFoundError(_missing_message(task, tried, looked, url_base), tried)
 
 
 def _open_minari(task: TaskSpec, minari_id: str, download: bool, env_version: str | None) -> LoadedDataset:
@@ -245,9 +251,13 @@ def _open_minari(task: TaskSpec, minari_id: str, download: bool, env_version: st
     return LoadedDataset(minari_source.minari_transitions(ds), adapted, f"minari:{minari_id}", "minari")
 
 
-def _missing_message(task: TaskSpec, looked: list[Path], errors: list[str], url_base: str) -> str:
-    tried = "\n  ".join(str(p) for p in looked)
+def _tried(task: TaskSpec, looked: list[Path], errors: list[str]) -> str:
+    paths = "\n  ".join(str(p) for p in looked)
     why = ("\nAlso tried:\n  " + "\n  ".join(errors)) if errors else ""
+    return f"No dataset for task '{task.name}'. Looked for:\n  {paths}{why}"
+
+
+def _missing_message(task: TaskSpec, tried: str, looked: list[Path], url_base: str) -> str:
     minari = (
         f"data.minari_id={task.minari_id} (this task's Minari dataset, evaluated in "
         f"{task.env.gym_id('v5')}), or data.minari_id=<any Minari id>"
@@ -255,7 +265,7 @@ def _missing_message(task: TaskSpec, looked: list[Path], errors: list[str], url_
         else "data.minari_id=<a Minari dataset id> (Minari has no dataset of this level)"
     )
     return (
-        f"No dataset for task '{task.name}'. Looked for:\n  {tried}{why}\n"
+        f"{tried}\n"
         "Provide it by one of:\n"
         f"  (a) the D4RL download: data.download=true fetches {task.d4rl_url(url_base)} "
         "(data.url_base=... for a mirror);\n"

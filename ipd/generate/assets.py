@@ -27,6 +27,21 @@ class AssetError(ValueError):
     """A shipped or user-given asset is missing or does not hold what it should."""
 
 
+def read_npz(
+    path: str | os.PathLike, what: str, error: type[Exception] = AssetError
+) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` file; a missing or unreadable one raises ``error`` (AssetError)
+    naming ``what`` it should have been."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise error(f"{path} is not a readable .npz {what.lower()} ({exc}).") from exc
+
+
 def policy_path(env: str, level: str) -> Path:
     return ASSETS_DIR / "policies" / f"{env}-{level}.npz"
 
@@ -59,10 +74,9 @@ def _unpack_plane(blob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def boundary_rows(data: dict[str, np.ndarray]) -> np.ndarray:
     """Rows whose next state is not the next row's observation: episode ends and the last row."""
-    n = len(data["observations"])
     ends = np.asarray(data["terminals"], bool) | np.asarray(data["timeouts"], bool)
     ends[-1] = True
-    return np.flatnonzero(ends).astype(np.int64) if n else np.zeros(0, np.int64)
+    return np.flatnonzero(ends).astype(np.int64)
 
 
 def pack_replay(data: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
@@ -94,34 +108,16 @@ def pack_replay(data: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
 
 def read_replay(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A replay buffer as the six :data:`REPLAY_KEYS`: a packed one (checked against its SHA-256) or
-    a plain ``.npz`` holding those arrays (``next_observations`` may be absent: rebuilt from the next
-    row within episodes, which needs the last row to end an episode)."""
+    a plain ``.npz`` holding those arrays."""
     path = Path(path)
-    if not path.is_file():
-        raise AssetError(f"Replay buffer not found: {path}")
-    try:
-        with np.load(path) as z:
-            files = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise AssetError(f"{path} is not a readable .npz replay buffer ({exc}).") from exc
+    files = read_npz(path, "Replay buffer")
     if "observations.xz" in files:
         return _unpacked(path, files)
-    missing = [k for k in REPLAY_KEYS if k not in files and k != "next_observations"]
+    missing = [k for k in REPLAY_KEYS if k not in files]
     if missing:
+        # next_observations too: at an episode end the next state is not the next row's observation
         raise AssetError(f"Replay buffer {path} lacks {missing}; it needs {', '.join(REPLAY_KEYS)}.")
-    data = {k: files[k] for k in REPLAY_KEYS if k in files}
-    if "next_observations" not in data:
-        ends = boundary_rows(data)
-        if not (np.asarray(data["terminals"], bool) | np.asarray(data["timeouts"], bool))[-1]:
-            raise AssetError(
-                f"Replay buffer {path} has no next_observations and its last row ends no episode, "
-                "so the last next state is unknown: add next_observations."
-            )
-        nxt = np.empty_like(data["observations"])
-        nxt[:-1] = data["observations"][1:]
-        nxt[ends] = np.nan  # unknown: the loader's NaN check names these rows
-        data["next_observations"] = nxt
-    return data
+    return {k: files[k] for k in REPLAY_KEYS}
 
 
 def _unpacked(path: Path, files: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

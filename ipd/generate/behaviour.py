@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ipd.generate import exact
+from ipd.generate.assets import read_npz
 
 NPZ_KEYS = ("W0", "b0", "W1", "b1", "Wmu", "bmu", "Wls", "bls")
 LOG_STD_RANGE = (-20.0, 2.0)  # the SAC actor's clip on the log standard deviation
@@ -54,14 +55,7 @@ class TanhGaussianMLP:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, seed: int) -> TanhGaussianMLP:
-        path = Path(path)
-        if not path.is_file():
-            raise BehaviourError(f"Behaviour-policy file not found: {path}")
-        try:
-            with np.load(path) as z:
-                weights = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise BehaviourError(f"{path} is not a readable .npz of policy weights ({exc}).") from exc
+        weights = read_npz(path, "Behaviour-policy file", BehaviourError)
         return cls(weights, seed, name=str(path))
 
     @classmethod

@@ -10,12 +10,12 @@ Concurrent runs (a sweep) take a file lock, so one generates and the others wait
 
 from __future__ import annotations
 
-import fcntl
 import os
 import warnings
 
 from ipd.data.sources import DatasetNotFoundError, LoadedDataset, data_dir_path, open_dataset, open_file
 from ipd.generate.make import generated_name, make_dataset
+from ipd.io import file_lock
 from ipd.tasks import TaskSpec, get_task
 
 
@@ -51,13 +51,11 @@ def open_or_generate(
     except DatasetNotFoundError as exc:
         if not generate or str(source).lower() != "auto" or minari_id:
             raise
-        reason = str(exc)
+        tried = exc.tried
     task = get_task(task) if isinstance(task, str) else task
     task = task.with_version(env_version) if env_version else task
     path = data_dir_path(data_dir) / generated_name(task, generate_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process generates; the others then find the file
+    with file_lock(path.parent / f".{path.name}.lock"):  # one process generates; the others reuse
         if not path.is_file():
             warnings.warn(
                 f"No D4RL or Minari dataset for '{task.name}' was found, so ipd generates a "
@@ -67,7 +65,6 @@ def open_or_generate(
                 GeneratedDatasetWarning,
                 stacklevel=2,
             )
-            tried = reason.split("Provide it by one of")[0].strip()
             print(f"[ipd] {tried}\n[ipd] generating {path} instead (first use; later runs reuse it)")
             make_dataset(task, size=generate_size, seed=generate_seed, path=path, progress=progress)
     return open_file(path, task)

@@ -22,9 +22,7 @@ import mujoco
 import numpy as np
 
 from ipd.generate import exact
-from ipd.tasks import TaskSpec
-
-QVEL_CLIP = 10.0
+from ipd.tasks import QVEL_CLIP, TaskSpec
 
 
 class BatchedLocomotion:

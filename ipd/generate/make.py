@@ -33,7 +33,7 @@ import numpy as np
 from ipd.artifacts import dataset_fingerprint
 from ipd.data.hdf5 import read_hdf5, read_hdf5_attrs, write_hdf5
 from ipd.data.sources import default_data_dir
-from ipd.data.transitions import Transitions
+from ipd.data.transitions import CORE_KEYS, Transitions, episode_bounds
 from ipd.generate import assets
 from ipd.generate.behaviour import BehaviourError, CheckpointBehaviour, TanhGaussianMLP
 from ipd.generate.collect import collect
@@ -153,10 +153,7 @@ def _reuse_part(task: TaskSpec, level: str, size, folder: Path, args: dict):
     if not attrs or any(attrs.get(k) != v for k, v in wanted.items()) or (size and attrs.get("size") != size):
         return None
     t = read_hdf5(path)
-    arrays = {
-        k: getattr(t, k)
-        for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-    }
+    arrays = {k: getattr(t, k) for k in CORE_KEYS}
     returns = _episode_returns(t.rewards, t.terminals | t.timeouts)
     print(f"[ipd] {task.name}: reusing {path.name} as its {level} part")
     return arrays, returns, {k: attrs[k] for k in ("behaviour_policy", "behaviour_policy_sha256")}
@@ -188,16 +185,10 @@ def _make_part(task, level, size, seed, policy, replay, action_noise, num_envs, 
         return _from_replay(task, size, replay)
     if replay:
         raise GenerateError(f"replay= is only for medium-replay, not '{level}': pass policy=<file>.")
-    behaviour = _behaviour(task, level, part_seed(seed, env, level), policy, action_noise)
+    seed = part_seed(seed, env, level)
+    behaviour = _behaviour(task, level, seed, policy, action_noise)
     sim = BatchedLocomotion(task, num_envs)
-    got = collect(
-        sim,
-        behaviour,
-        size or D4RL_SIZE,
-        part_seed(seed, env, level) + 1,
-        progress=progress,
-        desc=f"{env}-{level}",
-    )
+    got = collect(sim, behaviour, size or D4RL_SIZE, seed + 1, progress=progress, desc=f"{env}-{level}")
     return (
         got.arrays,
         got.episode_returns,
@@ -234,8 +225,8 @@ def _behaviour(task: TaskSpec, level: str, seed: int, policy, action_noise: floa
     return beh
 
 
-def _check_dims(task: TaskSpec, obs_dim: int | None, act_dim: int | None, name: str) -> None:
-    if (obs_dim, act_dim) != (task.obs_dim, task.act_dim) and obs_dim is not None:
+def _check_dims(task: TaskSpec, obs_dim: int, act_dim: int, name: str) -> None:
+    if (obs_dim, act_dim) != (task.obs_dim, task.act_dim):
         raise BehaviourError(
             f"Behaviour policy {name} maps {obs_dim}-dim observations to {act_dim}-dim actions, but "
             f"{task.gym_id} has {task.obs_dim} and {task.act_dim}: it belongs to another env."
@@ -261,8 +252,8 @@ def _from_replay(task: TaskSpec, size: int | None, replay) -> tuple[dict, np.nda
         raise GenerateError(
             f"Cannot generate {task.name}: ipd ships no {task.env.name} replay buffer (looked for "
             f"{source}). Supply the replay buffer of a SAC run trained to the medium level: "
-            f"replay=/path/to/buffer.npz with observations, actions, rewards, terminals, timeouts "
-            f"(and next_observations), e.g. `python scripts/make_dataset.py task={task.name} replay=...`."
+            f"replay=/path/to/buffer.npz with observations, actions, rewards, next_observations, "
+            f"terminals and timeouts, e.g. `python scripts/make_dataset.py task={task.name} replay=...`."
         )
     try:
         data = assets.read_replay(source)
@@ -286,6 +277,6 @@ def _from_replay(task: TaskSpec, size: int | None, replay) -> tuple[dict, np.nda
 
 
 def _episode_returns(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Undiscounted return of each episode of a file whose last row ends an episode."""
-    cumulative = np.concatenate([[0.0], np.cumsum(rewards, dtype=np.float64)])
-    return np.diff(cumulative[np.concatenate([[0], np.flatnonzero(ends) + 1])])
+    """Undiscounted return of each episode (float64) of a file whose last row ends an episode."""
+    starts, _ = episode_bounds(ends)
+    return np.add.reduceat(np.asarray(rewards, np.float64), starts)

@@ -228,7 +228,7 @@ class BCLearner(CheckpointedLearner):
             )
         out = training.run(
             self, self.batch_sampler(data), total, stage=desc, log_every=every, progress=progress,
-            on_log=callback and (lambda step, r: callback(step, {k: v for k, v in r.items() if k != "step"})),
+            on_log=callback and (lambda step, r: callback(step, training.metrics_of(r))),
             state_path=state_path, checkpoint_every=int(checkpoint_every or every),
             postfix=lambda r: {"loss": f"{r['loss']:.4g}"},
         )  # fmt: skip

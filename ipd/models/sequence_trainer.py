@@ -251,7 +251,7 @@ class SequenceTrainer:
         def on_log(step: int, record: dict[str, float]) -> None:
             record["lr"] = self.scheduler.get_last_lr()[0]
             if self.log_fn is not None:
-                self.log_fn({k: v for k, v in record.items() if k != "step"}, step)
+                self.log_fn(training.metrics_of(record), step)
 
         training.run(
             self, lambda: self.sampler.sample(cfg.batch_size), cfg.num_updates, stage="dt",

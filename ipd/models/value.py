@@ -273,7 +273,7 @@ class IQLLearner(IQLInference, CheckpointedLearner):
             record["actor_lr"] = self.actor_scheduler.get_last_lr()[0]
             if callback is not None:
                 self._train_mode(False)
-                callback(step, {k: v for k, v in record.items() if k != "step"})
+                callback(step, training.metrics_of(record))
                 self._train_mode(True)
 
         self._train_mode(True)
