@@ -35,6 +35,8 @@ import yaml
 from ipd.data import Trajectories, read_hdf5
 from ipd.evaluation import make_eval_env
 from ipd.models.value import IQLLearner
+from ipd.models.world_model import EnsembleWorldModel
+from ipd.planning.pessimism import member_returns
 from ipd.simulator import replay_from_observation, reset_to_observation
 from ipd.tasks import get_task
 
@@ -96,6 +98,13 @@ def main() -> None:
     p.add_argument("--artifact", type=Path, default=None, help="augment artifact dir (default: newest)")
     p.add_argument("--num", type=int, default=200, help="accepted rollouts to replay")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pessimism",
+        action="store_true",
+        help="also re-score each replayed rollout under every elite of the artifact's world model and "
+        "split the report into rollouts that ensemble-min acceptance keeps and drops",
+    )
+    p.add_argument("--dump", type=Path, default=None, help="save the per-rollout columns to this .npz")
     args = p.parse_args()
 
     if args.artifact is not None:  # <runs>/<task>/augment/<hash>: the artifact names its task and store
@@ -124,6 +133,11 @@ def main() -> None:
             return ret
         return ret + gamma**steps * float(iql.value(np.asarray(last, np.float32)[None])[0])
 
+    ensemble_min = (
+        _ensemble_min_improvement(args.runs, task, conf, original, orig_traj, segments, picked, iql, gamma)
+        if args.pessimism
+        else None
+    )
     rows, t0 = [], time.perf_counter()
     for i in picked:
         seg = segments[i]
@@ -157,6 +171,7 @@ def main() -> None:
                 "state_err_last": float(err[-1]),
                 "state_err_mean": float(err[1:].mean()) if n > 1 else 0.0,
                 "length": length,
+                "ensemble_min_improvement": np.nan if ensemble_min is None else ensemble_min[len(rows)],
             }
         )
     wall = time.perf_counter() - t0
@@ -164,6 +179,8 @@ def main() -> None:
         raise SystemExit(f"No accepted imagined rollouts in {art}.")
     col = {k: np.array([r[k] for r in rows], float) for k in rows[0]}
     exact = col["exact_reset"].astype(bool)
+    if args.dump is not None:
+        np.savez(args.dump, **col)
     summary = {
         "task": task.name,
         "artifact": str(art),
@@ -175,14 +192,43 @@ def main() -> None:
         "wall_time_s": wall,
         "env_steps_per_s": float(3 * col["length"].sum() / wall),
     }
+    groups = [("exact", "exact reset"), ("approximate", "a velocity at the ±10 clip: approximate reset")]
+    if ensemble_min is not None:  # the exact resets, split by what ensemble-min acceptance does
+        kept = col["ensemble_min_improvement"] > float(conf["augment"]["min_improvement"])
+        summary["exact_kept_by_ensemble_min"] = summarise({k: v[exact & kept] for k, v in col.items()})
+        summary["exact_dropped_by_ensemble_min"] = summarise({k: v[exact & ~kept] for k, v in col.items()})
+        groups += [
+            ("exact_kept_by_ensemble_min", "exact reset, kept by ensemble-min acceptance"),
+            ("exact_dropped_by_ensemble_min", "exact reset, dropped by ensemble-min acceptance"),
+        ]
     print(f"{task.name}: {len(rows)} accepted imagined rollouts replayed open loop in the real env")
-    for name, why in (
-        ("exact", "exact reset"),
-        ("approximate", "a velocity at the ±10 clip: approximate reset"),
-    ):
+    for name, why in groups:
         if summary[name]:
             report(summary[name], why)
     print(json.dumps(summary))
+
+
+def _ensemble_min_improvement(runs, task, conf, original, orig_traj, segments, picked, iql, gamma):
+    """Per picked segment: worst elite's discounted bootstrapped return minus the dataset's (the
+    augmenter's comparison, ``augment.acceptance=ensemble_min``)."""
+    from ipd.planning.augment import _truncated_continuation
+
+    wm = EnsembleWorldModel.load(
+        runs / task.name / "world_model" / conf["world_model_hash"] / "world_model.pt",
+        "cpu",
+        task.is_terminal_torch,
+    )
+    segs = [segments[i] for i in picked]
+    lengths = np.array([len(s["actions"]) for s in segs])
+    actions = np.zeros((len(segs), lengths.max(), original.act_dim), np.float32)
+    for j, s in enumerate(segs):
+        actions[j, : lengths[j]] = s["actions"]
+    starts = np.array([s["source_row"] for s in segs])
+    pessimistic = member_returns(
+        wm, iql.value_fn(), original.observations[starts], actions, lengths, gamma
+    ).min(0)
+    v_next = iql.value(original.next_observations)
+    return pessimistic - _truncated_continuation(orig_traj, v_next, gamma, starts, lengths)
 
 
 def summarise(col: dict[str, np.ndarray]) -> dict:
@@ -197,6 +243,9 @@ def summarise(col: dict[str, np.ndarray]) -> dict:
         "real_beats_dataset_fraction": float((col["real_boot"] > col["dataset_boot"]).mean()),
         "real_improvement_mean": float((col["real_boot"] - col["dataset_boot"]).mean()),
         "predicted_improvement_mean": float((col["model_boot"] - col["dataset_boot"]).mean()),
+        "ensemble_min_improvement_mean": float(np.nanmean(col["ensemble_min_improvement"]))
+        if np.isfinite(col["ensemble_min_improvement"]).any()
+        else None,
         "real_terminated_fraction": mean["real_terminated"],
         "model_state_err_mean": mean["state_err_mean"],
         "model_state_err_last": mean["state_err_last"],

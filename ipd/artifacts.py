@@ -45,7 +45,7 @@ def config_hash(config: Any, length: int = 12) -> str:
 
 # Stage-2 keys added after artifacts were stored: left out of the hash at their default, so the
 # stored stage-2 artifacts stay valid.
-AUGMENT_HASH_NEUTRAL = {"dynamics": "model"}
+AUGMENT_HASH_NEUTRAL = {"dynamics": "model", "acceptance": "sampled", "min_relative_improvement": 0.0}
 
 
 def augment_hash_config(augment: dict) -> tuple[dict, bool]:

@@ -324,3 +324,18 @@ def test_training_is_deterministic_and_capped(hopper_transitions):
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     assert met1["holdout_mse"] == met2["holdout_mse"] and met1["elites"] == met2["elites"]
     assert not torch.equal(sd1["head.weight"], sd3["head.weight"])
+
+
+def test_step_members_is_each_elite_mean_on_its_own_state(fitted, hopper_transitions):
+    model, _ = fitted
+    s, a = _batch(hopper_transitions, 6)
+    k = len(model.elites)
+    states = s[None].repeat(k, 1, 1) + 0.01 * torch.arange(k, dtype=torch.float32)[:, None, None]
+    nxt, rew, term = model.step_members(states, a)
+    assert nxt.shape == (k, 6, 11) and rew.shape == term.shape == (k, 6) and term.dtype == torch.bool
+    for i, member in enumerate(model.elites.tolist()):
+        mean, _ = model.predict(states[i], a)  # every member on elite i's states
+        assert torch.allclose(nxt[i], mean[member, :, :11], atol=1e-5)
+        assert torch.allclose(rew[i], mean[member, :, 11], atol=1e-5)
+    with pytest.raises(ValueError, match="one state batch per elite"):
+        model.step_members(s[None], a)

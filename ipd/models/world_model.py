@@ -340,6 +340,29 @@ class EnsembleWorldModel(nn.Module):
             terminals = torch.zeros(len(next_states), dtype=torch.bool, device=next_states.device)
         return ModelStep(next_states, delta[:, -1], terminals, u)
 
+    @torch.no_grad()
+    def step_members(
+        self, states: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step of every elite on its own state, with its mean prediction (no sampling).
+
+        ``states`` ``[K, B, obs]`` (K = number of elites: elite k continues its own trajectory),
+        ``actions`` ``[B, act]`` shared -> next states ``[K, B, obs]``, rewards and terminals ``[K, B]``.
+        Used to re-score a planned action sequence under each member (pessimistic acceptance).
+        """
+        k, b = states.shape[0], states.shape[1]
+        if k != len(self.elites):
+            raise ValueError(f"step_members needs one state batch per elite ({len(self.elites)}), got {k}")
+        x = self.normalize_inputs(states, actions.to(states).expand(k, b, actions.shape[-1]))
+        mean, _ = self(x, self.elites)
+        delta = mean * self.target_std + self.target_mean
+        next_states = states.to(delta) + delta[..., : self.obs_dim]
+        if self.terminal_fn is not None:
+            terminals = self.terminal_fn(next_states.reshape(k * b, -1)).reshape(k, b)
+        else:
+            terminals = torch.zeros(k, b, dtype=torch.bool, device=next_states.device)
+        return next_states, delta[..., -1], terminals
+
     def _select(
         self,
         mean: torch.Tensor,

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ipd.data.transitions import Trajectories, Transitions, returns_to_go
 from ipd.io import atomic_write
+from ipd.planning.pessimism import member_returns
 from ipd.utils import apply_in_chunks
 
 
@@ -60,6 +61,13 @@ class AugmentConfig:
     cut_at_uncertainty: bool = True  # stop a rollout at its first step with U above the threshold
     uncertainty_quantile: float = 0.95  # reject rollouts whose max U exceeds this quantile of U over the data
     min_improvement: float = 0.0  # imagined return must beat the dataset continuation by this (env units)
+    # Which predicted return must beat the data: "sampled" (the planner's rollout, one randomly drawn
+    # elite per step) or "ensemble_min" (the planned actions replayed under every elite, the worst
+    # return; ipd/planning/pessimism.py). Models without step_members (the simulator) use "sampled".
+    acceptance: str = "ensemble_min"
+    # ... and by this fraction of the continuation's |value| (scale-free margin: the same rule on every
+    # task; the model's over-prediction grows with the value it bootstraps from)
+    min_relative_improvement: float = 0.05
     max_prefix_length: int | None = 19  # dataset steps kept before the imagined part (null: all)
     batch_size: int = 1024  # start states planned per batched call (the resumable unit)
     # Oracle arm, NOT offline RL (needs the real simulator): replay each accepted rollout's actions in
@@ -76,6 +84,10 @@ class AugmentConfig:
             raise ValueError("augment.rollout_length and augment.batch_size must be >= 1")
         if self.min_rollout_length < 1:
             raise ValueError("augment.min_rollout_length must be >= 1 (it is capped at rollout_length)")
+        if self.acceptance not in ("sampled", "ensemble_min"):
+            raise ValueError(f"augment.acceptance must be sampled|ensemble_min, got '{self.acceptance}'")
+        if self.min_relative_improvement < 0:
+            raise ValueError("augment.min_relative_improvement must be >= 0")
         if self.dynamics not in ("model", "simulator"):
             raise ValueError(f"augment.dynamics must be model|simulator, got '{self.dynamics}'")
         if self.max_prefix_length is not None and self.max_prefix_length < 0:
@@ -235,14 +247,14 @@ def accept_rollouts(
     rollouts: dict[str, np.ndarray],
     continuation: np.ndarray,
     threshold: float,
-    min_improvement: float,
+    min_improvement: float | np.ndarray,
     min_length: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boolean accept mask and the predicted improvement of every rollout.
 
     A rollout is kept when it ran at least ``min_length`` trusted steps, its max uncertainty stays
     under ``threshold``, the model stayed finite, and its bootstrapped return beats the dataset's
-    continuation over the same number of steps by more than ``min_improvement``.
+    continuation over the same number of steps by more than ``min_improvement`` (per rollout or shared).
     """
     alive = rollouts["alive"].astype(bool)
     u = np.where(alive, rollouts["uncertainty"], 0.0)
@@ -345,13 +357,24 @@ def augment_dataset(
         planner, transitions.observations[starts], cfg, work_dir, device, seed, progress, cut_at
     )
     plan_time = time.perf_counter() - t_plan
+    if len(starts) and cfg.acceptance == "ensemble_min" and hasattr(getattr(planner, "model", None), "step_members"):
+        rollouts["sampled_return"] = rollouts["planned_return"]
+        rollouts["planned_return"] = member_returns(
+            planner.model,
+            planner.value_fn,
+            transitions.observations[starts],
+            rollouts["actions"],
+            rollouts["lengths"],
+            gamma,
+            device,
+        ).min(0)
     if len(starts):  # compare like with like: the dataset's continuation over each rollout's length
         continuation = _truncated_continuation(traj, scores.next_value, gamma, starts, rollouts["lengths"])
         accepted, improvement = accept_rollouts(
             rollouts,
             continuation,
             uncertainty_threshold,
-            cfg.min_improvement,
+            cfg.min_improvement + cfg.min_relative_improvement * np.abs(continuation),
             min(cfg.min_rollout_length, cfg.rollout_length),
         )
     else:
@@ -397,6 +420,16 @@ def _stats(scores, starts, rollouts, accepted, improvement, dataset, threshold, 
         "acceptance_rate": float(accepted.mean()) if n_sel else 0.0,
         "mean_improvement_accepted": float(improvement[accepted].mean()) if accepted.any() else 0.0,
         "mean_improvement_all": float(np.nanmean(improvement)) if n_sel else 0.0,
+        # the planner's own (sampled-member) prediction, where acceptance used the ensemble minimum
+        **(
+            {
+                "mean_sampled_return_gap_accepted": float(
+                    (rollouts["sampled_return"] - rollouts["planned_return"])[accepted].mean()
+                )
+            }
+            if accepted.any() and "sampled_return" in rollouts
+            else {}
+        ),
         "uncertainty_threshold": float(threshold),
         "rollout_uncertainty_quantiles": {str(q): float(np.quantile(u, q)) for q in qs} if len(u) else {},
         "rollout_uncertainty_histogram": {"counts": hist[0].tolist(), "edges": hist[1].tolist()},
