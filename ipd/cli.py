@@ -53,6 +53,7 @@ def run_train(cfg: DictConfig) -> float:
             "score_reference": result.score_reference,
             "data_origin": ctx.origin,
             "data": ctx.fingerprint,
+            "best_normalized_score": best_score(result.normalized_mean, info),
         }
         logger.update_summary(
             **summary,
@@ -68,6 +69,15 @@ def run_train(cfg: DictConfig) -> float:
         logger.finish()
     print(json.dumps(summary))
     return result.normalized_mean
+
+
+def best_score(final: float, artifacts: dict[str, str]) -> float:
+    """CORL's "best" column: the highest of the periodic evaluations (``policy.eval_episodes``
+    episodes each, recorded in the policy artifact) and the final one. Without periodic
+    evaluations (IQL, BC, or ``policy.eval_episodes=0``) it is the final score."""
+    path = Path(artifacts.get("policy", "")) / "metrics.json"
+    evals = json.loads(path.read_text()).get("evals", []) if "policy" in artifacts and path.is_file() else []
+    return max([final, *(float(e["normalized_score"]) for e in evals if "normalized_score" in e)])
 
 
 def run_learn_models(cfg: DictConfig) -> None:

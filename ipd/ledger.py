@@ -35,7 +35,7 @@ LEDGER_STAGES = ("world_model", "value", "augment", "policy", "bc")
 # made them (``runs/`` is not committed).
 LEDGER_FIELDS = (
     "task", "label", "algo", "seed", "normalized_score", "normalized_score_std", "episodes",
-    "env_id", "score_reference", "versions", "data_origin", "data",
+    "env_id", "score_reference", "versions", "data_origin", "data", "best_normalized_score",
 )  # fmt: skip
 
 

@@ -20,6 +20,10 @@ seed): the latest run.
 ``--compare A:B,...`` adds, per task and for the mean over tasks, the difference A − B with a 95%
 stratified bootstrap interval over seeds and the probability of improvement (``ipd.compare``).
 
+With ``--main``, an aggregate section gives each main label's interquartile mean and mean over
+tasks x seeds with rliable's 95% stratified bootstrap intervals, final and best side by side, and
+``<out>/profiles.png`` its performance profiles (rliable; the ``stats`` extra).
+
 The score of a run is its **final** evaluation, after the last update (not the best periodic one;
 CORL reports the last, QT the best).
 """
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipd.compare import compare_labels
+from ipd.compare import aggregates, compare_labels, score_matrix
 from ipd.ledger import LEDGER_STAGES, finished_runs, merge_ledger, read_ledger, write_ledger
 
 
@@ -185,6 +189,87 @@ def comparisons_table(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+def _seed_order(runs: list[dict]) -> list[dict]:
+    return sorted(runs, key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
+
+
+def _final_or_best(run: dict, which: str) -> float:
+    if which == "best":  # runs before the record have no best: their final stands in
+        return float(run.get("best_normalized_score", run["normalized_score"]))
+    return float(run["normalized_score"])
+
+
+def label_scores(rows: list[dict], labels: list[str], which: str = "final") -> tuple[dict, list[str]]:
+    """{label: {task: scores in seed order}} over the tasks where every label has runs, and those tasks."""
+    by, tasks, _ = _group(rows)
+    common = [t for t in tasks if all(by.get((t, a)) for a in labels)]
+    scores = {
+        a: {t: [_final_or_best(r, which) for r in _seed_order(by[(t, a)])] for t in common} for a in labels
+    }
+    return scores, common
+
+
+def aggregate_table(rows: list[dict], labels: list[str]) -> str:
+    """Per label: IQM and mean over tasks x seeds with rliable's 95% stratified bootstrap intervals,
+    for the final evaluation (headline) and for the best periodic one beside it."""
+    scores, tasks = label_scores(rows, labels)
+    if not tasks:
+        return "No task has runs of every label: no aggregate.\n"
+    best, _ = label_scores(rows, labels, "best")
+    lines = [
+        "| label | seeds per task | IQM, final [95% CI] | mean, final [95% CI] | IQM, best [95% CI] |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for final, top in zip(aggregates(scores, tasks), aggregates(best, tasks), strict=True):
+        cells = [(final.iqm, final.iqm_ci), (final.mean, final.mean_ci), (top.iqm, top.iqm_ci)]
+        lines.append(
+            f"| {final.label} | {final.runs} | "
+            + " | ".join(f"{x:.1f} [{lo:.1f}, {hi:.1f}]" for x, (lo, hi) in cells)
+            + " |"
+        )
+    note = (
+        f"\nOver {len(tasks)} task(s) where every label has runs: {', '.join(tasks)}. IQM: the mean of the "
+        "middle 50% of all (task, seed) scores; intervals: rliable's stratified bootstrap (2,000 "
+        "resamples of the seeds within each task). Each label uses its first n seeds on every task, n "
+        "its smallest seed count. Final: the evaluation after the last update (the headline, as CORL "
+        "reports); best: the highest of the periodic evaluations (10 episodes each) and the final one, "
+        "which flatters a run (it picks a maximum of noisy evaluations), shown for comparison with "
+        "papers that report it.\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def plot_profiles(rows: list[dict], labels: list[str], out: Path) -> bool:
+    """profiles.png: rliable's performance profiles (share of runs scoring above tau) with 95% bands."""
+    scores, tasks = label_scores(rows, labels)
+    if not tasks:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library
+
+    matrices = {a: score_matrix(s, tasks, min(len(v) for v in s.values())) for a, s in scores.items()}
+    taus = np.linspace(0, max(110.0, max(m.max() for m in matrices.values())), 111)
+    state = np.random.get_state()  # rliable bootstraps with numpy's global RNG: a reproducible band
+    np.random.seed(0)
+    profiles, cis = library.create_performance_profile(matrices, taus, reps=2000)
+    np.random.set_state(state)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for a in labels:
+        ax.plot(taus, profiles[a], label=a)
+        ax.fill_between(taus, cis[a][0], cis[a][1], alpha=0.2)
+    ax.set_xlabel("D4RL-normalised score τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.set_title(f"performance profiles over {len(tasks)} task(s)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "profiles.png", dpi=120)
+    plt.close(fig)
+    return True
+
+
 def _pairs(spec: str | None) -> list[tuple[str, str]]:
     pairs = []
     for item in (spec or "").split(","):
@@ -308,12 +393,15 @@ def main() -> None:
     main_labels = [s.strip() for s in args.main.split(",") if s.strip()] if args.main else None
     md = table(rows, main_labels)
     if main_labels:
+        md += "\n## Aggregate over tasks (rliable)\n\n" + aggregate_table(rows, main_labels)
         md += "\n## Other labels (ablation arms)\n\n" + arms_table(rows, main_labels)
     if pairs:
         md += "\n## Comparisons\n\n" + comparisons_table(rows, pairs)
     md += "\n" + stage_times(rows)
     (args.out / "results.md").write_text(md)
     curves = plot(rows, local_runs, args.out, main_labels)
+    if main_labels and plot_profiles(rows, main_labels, args.out):
+        curves["profiles.png"] = 1
     print(md)
     print(", ".join(f"{k}: {v}" for k, v in curves.items()))
     ledger_note = f", {args.ledger} ({len(rows)} rows)" if args.ledger else ""

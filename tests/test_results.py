@@ -225,3 +225,51 @@ def test_a_cell_never_pools_datasets_of_different_origin_or_build():
     md = results.table(rows)
     assert "| task | dt | ipd @d4rl:bbbbbb | ipd @generated:aaaaaa |" in md
     assert "| hopper-medium | 40.0 (n=1) | 70.0 (n=1) | 55.0 ± 5.0 (n=2) |" in md
+
+
+def test_aggregate_section_iqm_with_intervals_final_and_best_and_profiles(tmp_path):
+    """--main adds rliable's IQM / mean with 95% intervals (final and best) and profiles.png."""
+    ledger = tmp_path / "runs.jsonl"
+    scores = {"ipd": {"hopper-medium": [60.0, 70.0, 80.0], "halfcheetah-medium": [40.0, 42.0, 44.0]}}
+    scores["dt"] = {"hopper-medium": [50.0, 50.0, 50.0], "halfcheetah-medium": [40.0, 40.0, 40.0]}
+    rows = [
+        {"task": t, "label": a, "algo": a, "seed": s, "normalized_score": x, "best_normalized_score": x + 5}
+        for a, by_task in scores.items()
+        for t, xs in by_task.items()
+        for s, x in enumerate(xs)
+    ]
+    rows.append(
+        {"task": "walker2d-medium", "label": "ipd", "algo": "ipd", "seed": 0, "normalized_score": 1.0}
+    )
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    argv = [sys.executable, str(ROOT / "scripts" / "results.py"), "--runs", str(tmp_path / "none")]
+    subprocess.run(
+        [*argv, "--out", str(out), "--ledger", str(ledger), "--main", "ipd,dt"],
+        check=True,
+        capture_output=True,
+    )
+    md = (out / "results.md").read_text()
+    assert "## Aggregate over tasks (rliable)" in md
+    assert "Over 2 task(s) where every label has runs: halfcheetah-medium, hopper-medium." in md  # not walker
+    # dt: every score is 40 or 50 -> IQM 45 with a degenerate interval; best = final + 5
+    assert "| dt | 3 | 45.0 [45.0, 45.0] | 45.0 [45.0, 45.0] | 50.0 [50.0, 50.0] |" in md
+    ipd_line = next(line for line in md.splitlines() if line.startswith("| ipd | 3 |"))
+    iqm, lo, hi = (
+        float(x) for x in ipd_line.split("|")[3].replace("[", " ").replace(",", " ").replace("]", " ").split()
+    )
+    assert lo < iqm < hi and iqm == 54.0  # {40, 42, 44, 60, 70, 80} trimmed by one each end
+    assert (out / "profiles.png").stat().st_size > 0
+
+
+def test_best_score_reads_the_periodic_evaluations_of_the_policy_artifact(tmp_path):
+    from ipd.cli import best_score
+
+    (tmp_path / "metrics.json").write_text(
+        json.dumps(
+            {"evals": [{"step": 1000, "normalized_score": 70.0}, {"step": 2000, "normalized_score": 40.0}]}
+        )
+    )
+    assert best_score(50.0, {"policy": str(tmp_path)}) == 70.0
+    assert best_score(80.0, {"policy": str(tmp_path)}) == 80.0  # the final one counts too
+    assert best_score(50.0, {"value": str(tmp_path)}) == 50.0  # no policy artifact (IQL): the final

@@ -357,7 +357,8 @@ def augment_dataset(
         planner, transitions.observations[starts], cfg, work_dir, device, seed, progress, cut_at
     )
     plan_time = time.perf_counter() - t_plan
-    if len(starts) and cfg.acceptance == "ensemble_min" and hasattr(getattr(planner, "model", None), "step_members"):
+    members = hasattr(getattr(planner, "model", None), "step_members")  # the simulator has one truth
+    if len(starts) and cfg.acceptance == "ensemble_min" and members:
         rollouts["sampled_return"] = rollouts["planned_return"]
         rollouts["planned_return"] = member_returns(
             planner.model,
