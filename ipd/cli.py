@@ -41,6 +41,7 @@ def run_train(cfg: DictConfig) -> float:
         policy, ckpt, info = train_policy(ctx)
         train_time = time.perf_counter() - t0
         result = evaluate(ctx, policy)
+        eval_time = time.perf_counter() - t0 - train_time
         summary = {
             "task": ctx.task.name,
             "algo": str(cfg.algo),
@@ -62,6 +63,7 @@ def run_train(cfg: DictConfig) -> float:
             artifacts=info,
             eval=result.to_dict(),
             train_time_s=train_time,
+            eval_time_s=eval_time,
             versions=library_versions(),
         )
         logger.log(eval_metrics(result), 0, "final/")
