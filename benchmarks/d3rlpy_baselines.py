@@ -44,7 +44,9 @@ IQL_SETTINGS = {
     "weight_temp": 3.0,
     "max_weight": 100.0,
     "expectile": 0.7,
-    "actor_cosine_t_max": 500_000,  # its script's schedule length (it trains 500k steps)
+    # its script's schedule length (it trains 500k steps): at 100k updates the actor's learning rate
+    # has decayed only to 0.9x, where ipd's cosine over its own num_updates reaches 0
+    "actor_cosine_t_max": 500_000,
     "return_scale_multiplier": 1000.0,
 }
 DT_SETTINGS = {
@@ -52,7 +54,7 @@ DT_SETTINGS = {
     "learning_rate": 1e-4,
     "weight_decay": 1e-4,
     "clip_grad_norm": 0.25,
-    "warmup_steps": 10_000,
+    "warmup_fraction": 0.1,  # its script warms up 10k of 100k steps; scaled to the updates run here
     "context_size": 20,
     "num_heads": 1,
     "num_layers": 3,
@@ -109,7 +111,9 @@ def make_dt(seed: int, updates: int):
     optim = d3rlpy.optimizers.AdamWFactory(
         weight_decay=s["weight_decay"],
         clip_grad_norm=s["clip_grad_norm"],
-        lr_scheduler_factory=d3rlpy.optimizers.WarmupSchedulerFactory(warmup_steps=s["warmup_steps"]),
+        lr_scheduler_factory=d3rlpy.optimizers.WarmupSchedulerFactory(
+            warmup_steps=max(1, int(s["warmup_fraction"] * updates))
+        ),
     )
     return d3rlpy.algos.DecisionTransformerConfig(
         batch_size=s["batch_size"],
@@ -120,7 +124,7 @@ def make_dt(seed: int, updates: int):
         ),
         observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(),
         reward_scaler=d3rlpy.preprocessing.MultiplyRewardScaler(s["reward_multiplier"]),
-        position_encoding_type=d3rlpy.PositionEncodingType.GLOBAL,
+        position_encoding_type=d3rlpy.PositionEncodingType.SIMPLE,
         context_size=s["context_size"],
         num_heads=s["num_heads"],
         num_layers=s["num_layers"],

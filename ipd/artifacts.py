@@ -43,19 +43,25 @@ def config_hash(config: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-# Stage-2 keys added after artifacts were stored: left out of the hash at their default, so the
-# stored stage-2 artifacts stay valid.
-AUGMENT_HASH_NEUTRAL = {"dynamics": "model", "acceptance": "sampled", "min_relative_improvement": 0.0}
+# Keys added after artifacts were stored: left out of their stage's hash at these values, so the
+# stored artifacts stay valid (a key at any other value is hashed as usual).
+HASH_NEUTRAL = {
+    "augment": {"dynamics": "model", "acceptance": "sampled", "min_relative_improvement": 0.0},
+    "value": {"actor_lr_schedule_updates": None},
+}
+
+
+def without_neutral(section: str, plain: dict) -> dict:
+    """``plain`` (a config section) without the keys that sit at their hash-neutral value."""
+    neutral = HASH_NEUTRAL.get(section, {})
+    return {k: v for k, v in plain.items() if not (k in neutral and v == neutral[k])}
 
 
 def augment_hash_config(augment: dict) -> tuple[dict, bool]:
     """The ``augment`` section as stage 2 hashes it, and the ``simulator_check`` switch: the checked
     arm derives from the model-only artifact, whose hash leaves the switch out."""
-    plain = dict(augment)
+    plain = without_neutral("augment", augment)
     simulator_check = bool(plain.pop("simulator_check", False))
-    for key, default in AUGMENT_HASH_NEUTRAL.items():
-        if plain.get(key) == default:
-            plain.pop(key)
     return plain, simulator_check
 
 

@@ -24,7 +24,13 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from ipd.artifacts import Artifact, ArtifactStore, augment_hash_config, dataset_fingerprint
+from ipd.artifacts import (
+    Artifact,
+    ArtifactStore,
+    augment_hash_config,
+    dataset_fingerprint,
+    without_neutral,
+)
 from ipd.config import (  # noqa: F401 (API)
     ConfigError,
     canonical,
@@ -73,8 +79,9 @@ class Context:
         return int(self.cfg.seed)
 
     def plain(self, key: str) -> dict:
-        """Section ``key`` as hashed: canonical, so alpha=0 and alpha=0.0 hash alike."""
-        return canonical(to_plain(self.cfg[key]))
+        """Section ``key`` as hashed: canonical, so alpha=0 and alpha=0.0 hash alike, and without
+        keys at their hash-neutral value (``ipd.artifacts.HASH_NEUTRAL``)."""
+        return without_neutral(key, canonical(to_plain(self.cfg[key])))
 
     def stage_config(self, key: str, **parents: str) -> dict:
         return {key: self.plain(key), "seed": self.seed, "data": self.fingerprint, **parents}

@@ -30,7 +30,7 @@ def invalid(*overrides: str) -> str:
 def test_unknown_keys_anywhere_name_the_closest_valid_key():
     assert "Unknown config key 'foo'" in invalid("+foo=1")
     assert "Did you mean 'policy'?" in invalid("+polcy.train.alpha=1")
-    assert "Did you mean 'task.alpha'?" in invalid("+task.alhpa=2")
+    assert "Did you mean 'task.target_return'?" in invalid("+task.target_retrun=2")
     assert "Did you mean 'data.download'?" in invalid("+data.downlaod=false")
     cfg = load_config([])
     cfg.policy.train._set_flag("struct", False)

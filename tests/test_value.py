@@ -261,3 +261,31 @@ def test_policy_runs_in_hopper(hopper_transitions):
         policy, "hopper-medium", episodes=2, num_envs=2, max_episode_steps=5, progress=False
     )
     assert res.lengths.shape == (2,) and (res.lengths <= 5).all() and np.isfinite(res.returns).all()
+
+
+def test_actor_lr_schedule_length_is_its_own_setting(hopper_transitions):
+    """By default the actor's cosine reaches 0 at num_updates; actor_lr_schedule_updates keeps a
+    longer schedule's length, so a short budget is a truncated long run (d3rlpy's reproduction)."""
+    t = hopper_transitions
+    lrs = {}
+    for length in (None, 100):
+        cfg = dataclasses.replace(SMALL, num_updates=10, actor_lr_schedule_updates=length)
+        learner = IQLLearner(t.obs_dim, t.act_dim, cfg)
+        learner.fit(t, progress=False)
+        lrs[length] = learner.actor_scheduler.get_last_lr()[0]
+    assert lrs[None] == pytest.approx(0.0, abs=1e-12)
+    assert lrs[100] == pytest.approx(SMALL.lr * 0.5 * (1 + np.cos(np.pi * 10 / 100)))
+    with pytest.raises(ValueError, match="actor_lr_schedule_updates"):
+        IQLConfig(actor_lr_schedule_updates=0)
+
+
+def test_new_keys_at_their_neutral_value_keep_stored_artifacts_valid():
+    from ipd.artifacts import augment_hash_config, without_neutral
+
+    assert without_neutral("value", {"lr": 3e-4, "actor_lr_schedule_updates": None}) == {"lr": 3e-4}
+    assert without_neutral("value", {"actor_lr_schedule_updates": 10**6}) == {
+        "actor_lr_schedule_updates": 10**6
+    }
+    plain, check = augment_hash_config({"quantile": 0.1, "acceptance": "sampled", "simulator_check": True})
+    assert plain == {"quantile": 0.1} and check
+    assert augment_hash_config({"acceptance": "ensemble_min"})[0] == {"acceptance": "ensemble_min"}

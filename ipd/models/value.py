@@ -115,7 +115,7 @@ class IQLLearner(IQLInference, CheckpointedLearner):
             self.actor.parameters(), lr=cfg.actor_lr or cfg.lr, fused=fused
         )
         self.actor_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.actor_optimizer, cfg.num_updates
+            self.actor_optimizer, cfg.actor_lr_schedule_updates or cfg.num_updates
         )
         self.step = 0
         self.rng = np.random.default_rng(cfg.seed)  # batch indices

@@ -16,7 +16,10 @@ class IQLConfig:
     hidden_dims: hidden layer widths of the V, Q and actor MLPs.
     lr: Adam learning rate of V and the twin Qs.
     actor_lr: Adam learning rate of the actor at step 0 (cosine-decayed to 0 over
-        ``num_updates``); None = ``lr``.
+        ``actor_lr_schedule_updates``); None = ``lr``.
+    actor_lr_schedule_updates: length of the actor's cosine schedule; None = ``num_updates``. A
+        budget shorter than the schedule it was tuned with (IQL: 1M updates) can keep the schedule's
+        length (truncated run) instead of compressing it, as d3rlpy's reproduction (500k) does.
     batch_size: transitions per update.
     gamma: discount.
     expectile: tau of V's expectile regression (0.7 locomotion, 0.9 antmaze; -> 1 approaches max_a Q).
@@ -40,6 +43,7 @@ class IQLConfig:
     hidden_dims: tuple[int, ...] = (256, 256)
     lr: float = 3e-4
     actor_lr: float | None = None
+    actor_lr_schedule_updates: int | None = None
     batch_size: int = 256
     gamma: float = 0.99
     expectile: float = 0.7
@@ -72,6 +76,8 @@ class IQLConfig:
             raise ValueError(f"IQLConfig.polyak must be in (0, 1], got {self.polyak}.")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"IQLConfig.dropout must be None or in [0, 1), got {self.dropout}.")
+        if self.actor_lr_schedule_updates is not None and self.actor_lr_schedule_updates < 1:
+            raise ValueError("IQLConfig.actor_lr_schedule_updates must be >= 1 or None.")
         if self.num_updates < 1 or self.batch_size < 1:
             raise ValueError("IQLConfig.num_updates and batch_size must be >= 1.")
 
