@@ -17,7 +17,10 @@ Steps (docs/design.md §1, stage 2):
 4. **Accept** a rollout when it ran at least ``min_rollout_length`` trusted steps, its max
    uncertainty stays under the threshold (a quantile of U over dataset transitions), and its
    imagined return ``Σγ^k r̂_k + γ^l V(ŝ_l)`` over its own length l beats the dataset's
-   continuation over the same l steps ``Σγ^k r_{t+k} + γ^l V(s_{t+l})`` by ``min_improvement``.
+   continuation over the same l steps ``Σγ^k r_{t+k} + γ^l V(s_{t+l})`` by ``min_improvement``
+   plus ``min_relative_improvement`` × |continuation|. With ``acceptance="ensemble_min"`` (the
+   default) the imagined return is the worst elite's when the planned actions are replayed under
+   each elite (:mod:`ipd.planning.pessimism`), not the planner's sampled one.
 5. **Stitch** accepted rollouts after their dataset prefix (at most ``max_prefix_length`` steps,
    by default the policy's context minus one, enough for a full first window) into new
    trajectories. Every row carries ``imagined`` (bool), ``source_episode``, ``start_index``
