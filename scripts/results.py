@@ -394,7 +394,9 @@ def main() -> None:
     md = table(rows, main_labels)
     if main_labels:
         md += "\n## Aggregate over tasks (rliable)\n\n" + aggregate_table(rows, main_labels)
-        md += "\n## Other labels (ablation arms)\n\n" + arms_table(rows, main_labels)
+        arms = arms_table(rows, main_labels)
+        if arms.count("\n") > 2:  # header and separator only: no other label
+            md += "\n## Other labels (ablation arms)\n\n" + arms
     if pairs:
         md += "\n## Comparisons\n\n" + comparisons_table(rows, pairs)
     md += "\n" + stage_times(rows)
