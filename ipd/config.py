@@ -36,10 +36,6 @@ SECTIONS = ("world_model", "value", "bc", "planner", "augment", "policy", "polic
 
 # ``${ipd.sub:a,b}`` = a - b in yaml (e.g. augment.max_prefix_length = policy.model.context - 1).
 OmegaConf.register_new_resolver("ipd.sub", lambda a, b: int(a) - int(b), replace=True)
-# ``${ipd.default:pkg.module.Class,field}``: a dataclass field's default, for yaml that falls back to it.
-OmegaConf.register_new_resolver(
-    "ipd.default", lambda target, key: getattr(resolve_target(target, target)(), key), replace=True
-)
 
 
 class ConfigError(ValueError):

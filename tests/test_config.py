@@ -47,8 +47,10 @@ def test_every_dataclass_field_is_composed_and_overridable():
                 assert set(_defaults(sub)) <= set(cfg[group][key].keys())
 
 
-def test_algo_fallbacks_read_the_dataclass_default():
+def test_ipd_token_settings_are_the_dataclass_defaults_on_every_task():
     from ipd.distill import DistillConfig
 
-    assert load_config(["task=walker2d-medium"]).policy.imagined_share == DistillConfig().imagined_share
-    assert load_config(["task=hopper-medium"]).policy.imagined_share is None  # the task's own setting
+    for task in ("walker2d-medium", "hopper-medium"):
+        policy = load_config([f"task={task}"]).policy
+        assert policy.imagined_share == DistillConfig().imagined_share
+        assert policy.token_scale == DistillConfig().token_scale
