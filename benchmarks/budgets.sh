@@ -11,8 +11,8 @@ common="preset=cpu logging.progress=false"
 case "$1" in
   cpu)
     dt="policy.train.num_updates=10000 policy.train.warmup_steps=1000"; suffix="" ;;
-  cpu3k)
-    dt=""; suffix="-3k" ;;
+  cpu3k)  # the headline budget: plain labels (ipd, dt; the shared-builder tables called them ipd-3k, dt-3k)
+    dt=""; suffix="" ;;
   paper)
     common="preset=paper logging.progress=false"; dt=""; suffix="-paper" ;;
   *)
