@@ -105,6 +105,13 @@ def main() -> None:
         "split the report into rollouts that ensemble-min acceptance keeps and drops",
     )
     p.add_argument("--dump", type=Path, default=None, help="save the per-rollout columns to this .npz")
+    p.add_argument(
+        "--margins",
+        type=lambda x: [float(v) for v in x.split(",")],
+        default=None,
+        help="with --pessimism: also report the exact resets that ensemble-min acceptance keeps at each of "
+        "these relative margins (comma-separated, e.g. 0,0.02,0.05,0.1)",
+    )
     args = p.parse_args()
 
     if args.artifact is not None:  # <runs>/<task>/augment/<hash>: the artifact names its task and store
@@ -133,10 +140,10 @@ def main() -> None:
             return ret
         return ret + gamma**steps * float(iql.value(np.asarray(last, np.float32)[None])[0])
 
-    ensemble_min = (
+    ensemble_min, continuation = (
         _ensemble_min_improvement(args.runs, task, conf, original, orig_traj, segments, picked, iql, gamma)
         if args.pessimism
-        else None
+        else (None, None)
     )
     rows, t0 = [], time.perf_counter()
     for i in picked:
@@ -172,6 +179,7 @@ def main() -> None:
                 "state_err_mean": float(err[1:].mean()) if n > 1 else 0.0,
                 "length": length,
                 "ensemble_min_improvement": np.nan if ensemble_min is None else ensemble_min[len(rows)],
+                "continuation": np.nan if continuation is None else continuation[len(rows)],
             }
         )
     wall = time.perf_counter() - t0
@@ -194,13 +202,29 @@ def main() -> None:
     }
     groups = [("exact", "exact reset"), ("approximate", "a velocity at the ±10 clip: approximate reset")]
     if ensemble_min is not None:  # the exact resets, split by what ensemble-min acceptance does
-        kept = col["ensemble_min_improvement"] > float(conf["augment"]["min_improvement"])
+        margin = float(conf["augment"]["min_improvement"])
+        relative = conf["augment"].get("min_relative_improvement", 0.0) if args.margins is None else 0.0
+        kept = col["ensemble_min_improvement"] > margin + relative * np.abs(col["continuation"])
         summary["exact_kept_by_ensemble_min"] = summarise({k: v[exact & kept] for k, v in col.items()})
         summary["exact_dropped_by_ensemble_min"] = summarise({k: v[exact & ~kept] for k, v in col.items()})
         groups += [
-            ("exact_kept_by_ensemble_min", "exact reset, kept by ensemble-min acceptance"),
+            (
+                "exact_kept_by_ensemble_min",
+                f"exact reset, kept by ensemble-min acceptance (+{relative:g} relative)",
+            ),
             ("exact_dropped_by_ensemble_min", "exact reset, dropped by ensemble-min acceptance"),
         ]
+        for m in args.margins or []:  # screening: the kept share and its real gain per relative margin
+            kept_m = exact & (col["ensemble_min_improvement"] > margin + m * np.abs(col["continuation"]))
+            summary[f"exact_kept_at_relative_margin_{m:g}"] = summarise(
+                {k: v[kept_m] for k, v in col.items()}
+            )
+            groups.append(
+                (
+                    f"exact_kept_at_relative_margin_{m:g}",
+                    f"exact reset, worst elite beats the data by {m:g} x |continuation|",
+                )
+            )
     print(f"{task.name}: {len(rows)} accepted imagined rollouts replayed open loop in the real env")
     for name, why in groups:
         if summary[name]:
@@ -228,7 +252,8 @@ def _ensemble_min_improvement(runs, task, conf, original, orig_traj, segments, p
         wm, iql.value_fn(), original.observations[starts], actions, lengths, gamma
     ).min(0)
     v_next = iql.value(original.next_observations)
-    return pessimistic - _truncated_continuation(orig_traj, v_next, gamma, starts, lengths)
+    continuation = _truncated_continuation(orig_traj, v_next, gamma, starts, lengths)
+    return pessimistic - continuation, continuation
 
 
 def summarise(col: dict[str, np.ndarray]) -> dict:

@@ -10,7 +10,7 @@ iql=""; bc=""; wm=""; plan=""
 common="preset=cpu logging.progress=false"
 case "$1" in
   cpu)
-    dt="policy.train.num_updates=10000 policy.train.warmup_steps=1000"; suffix="" ;;
+    dt="policy.train.num_updates=10000 policy.train.warmup_steps=1000"; suffix="-10k" ;;
   cpu3k)  # the headline budget: plain labels (ipd, dt; the shared-builder tables called them ipd-3k, dt-3k)
     dt=""; suffix="" ;;
   paper)

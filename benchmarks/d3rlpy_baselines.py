@@ -83,7 +83,7 @@ def mdp_dataset(task: str, data_dir: str | None):
     return dataset, opened.origin, dataset_fingerprint(t)
 
 
-def make_iql(seed: int, updates: int):
+def make_iql(seed: int):
     import d3rlpy
 
     d3rlpy.seed(seed)
@@ -172,16 +172,20 @@ class TransformerPolicy:
 
 
 def ours(runs: Path, ledger: Path, task: str, algo: str, seed: int, fingerprint: str | None) -> float | None:
-    """ipd's own final score for (task, algo, seed) on the same dataset build, newest first."""
-    rows = [json.loads(p.read_text()) for p in runs.glob(f"{task}/train/{algo}/*/metrics.json")]
-    rows += (
-        [r for r in read_ledger(ledger) if r.get("task") == task and r.get("algo") == algo]
-        if ledger.is_file()
-        else []
-    )
-    rows = [r for r in rows if r.get("seed") == seed and "normalized_score" in r]
-    rows = [r for r in rows if r.get("data") == fingerprint]  # same build only
-    return float(rows[-1]["normalized_score"]) if rows else None
+    """ipd's own final score for (task, label ``algo``, seed) on the same dataset build: the newest
+    run (time-stamped run dirs sort by start time), from ``runs`` or the ledger."""
+    found = [(p.parent.name, json.loads(p.read_text())) for p in runs.glob(f"{task}/train/*/*/metrics.json")]
+    found += [(str(r.get("run", "")), r) for r in (read_ledger(ledger) if ledger.is_file() else [])]
+    rows = [
+        (run, r)
+        for run, r in found
+        if r.get("task") == task
+        and (r.get("label") or r.get("algo")) == algo
+        and r.get("seed") == seed
+        and "normalized_score" in r
+        and r.get("data") == fingerprint  # same build only
+    ]
+    return float(max(rows, key=lambda x: x[0])[1]["normalized_score"]) if rows else None
 
 
 def main() -> None:
@@ -199,12 +203,11 @@ def main() -> None:
     task = get_task(args.task)
     updates = args.updates or (100_000 if args.algo == "iql" else 3_000)
     dataset, origin, fingerprint = mdp_dataset(task.name, args.data_dir)
-    opened_task = task
     eval_cfg = OmegaConf.create(
         {"episodes": args.episodes, "num_envs": args.episodes, "max_episode_steps": 1000}
     )
     for seed in args.seeds:
-        algo = (make_iql if args.algo == "iql" else make_dt)(seed, updates)
+        algo = make_iql(seed) if args.algo == "iql" else make_dt(seed, updates)
         t0 = time.perf_counter()
         algo.fit(
             dataset,
@@ -219,7 +222,7 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         policy = GreedyPolicy(algo) if args.algo == "iql" else TransformerPolicy(algo, task.target_return)
         t1 = time.perf_counter()
-        res = evaluate_with_config(policy, opened_task, eval_cfg, seed)
+        res = evaluate_with_config(policy, task, eval_cfg, seed)
         row = {
             "task": task.name,
             "algo": f"d3rlpy-{args.algo}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import sys
 import time
@@ -79,7 +80,8 @@ def best_score(final: float, artifacts: dict[str, str]) -> float:
     evaluations (IQL, BC, or ``policy.eval_episodes=0``) it is the final score."""
     path = Path(artifacts.get("policy", "")) / "metrics.json"
     evals = json.loads(path.read_text()).get("evals", []) if "policy" in artifacts and path.is_file() else []
-    return max([final, *(float(e["normalized_score"]) for e in evals if "normalized_score" in e)])
+    periodic = [float(e["normalized_score"]) for e in evals if "normalized_score" in e]
+    return max([final, *(x for x in periodic if math.isfinite(x))])
 
 
 def run_learn_models(cfg: DictConfig) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipd.compare import aggregates, compare_labels, score_matrix
+from ipd.compare import aggregates, compare_labels, score_matrix, seeded_numpy
 from ipd.ledger import LEDGER_STAGES, finished_runs, merge_ledger, read_ledger, write_ledger
 
 
@@ -228,13 +228,13 @@ def aggregate_table(rows: list[dict], labels: list[str]) -> str:
             + " |"
         )
     note = (
-        f"\nOver {len(tasks)} task(s) where every label has runs: {', '.join(tasks)}. IQM: the mean of the "
-        "middle 50% of all (task, seed) scores; intervals: rliable's stratified bootstrap (2,000 "
-        "resamples of the seeds within each task). Each label uses its first n seeds on every task, n "
-        "its smallest seed count. Final: the evaluation after the last update (the headline, as CORL "
-        "reports); best: the highest of the periodic evaluations (10 episodes each) and the final one, "
-        "which flatters a run (it picks a maximum of noisy evaluations), shown for comparison with "
-        "papers that report it.\n"
+        f"\nOver {len(tasks)} task(s) where every label has runs: {', '.join(tasks)}. IQM: the mean of "
+        "all (task, seed) scores left after trimming the lowest and highest 25%; intervals: rliable's "
+        "stratified bootstrap (2,000 resamples of the seeds within each task). Each label uses its "
+        "first n seeds on every task, n its smallest seed count. Final: the evaluation after the last "
+        "update (the headline, as CORL reports); best: the highest of the periodic evaluations "
+        "(`policy.eval_episodes` each) and the final one, which flatters a run (it picks a maximum of "
+        "noisy evaluations), shown for comparison with papers that report it.\n"
     )
     return "\n".join(lines) + "\n" + note
 
@@ -252,10 +252,8 @@ def plot_profiles(rows: list[dict], labels: list[str], out: Path) -> bool:
 
     matrices = {a: score_matrix(s, tasks, min(len(v) for v in s.values())) for a, s in scores.items()}
     taus = np.linspace(0, max(110.0, max(m.max() for m in matrices.values())), 111)
-    state = np.random.get_state()  # rliable bootstraps with numpy's global RNG: a reproducible band
-    np.random.seed(0)
-    profiles, cis = library.create_performance_profile(matrices, taus, reps=2000)
-    np.random.set_state(state)
+    with seeded_numpy(0):  # rliable bootstraps with numpy's global RNG: a reproducible band
+        profiles, cis = library.create_performance_profile(matrices, taus, reps=2000)
     fig, ax = plt.subplots(figsize=(6, 4))
     for a in labels:
         ax.plot(taus, profiles[a], label=a)
