@@ -52,19 +52,13 @@ class DisagreeingModel(LinearMembers):
         return nxt, rewards, term
 
 
-@pytest.mark.parametrize("acceptance, accepted", [("sampled", 5), ("ensemble_min", 0)])
-def test_ensemble_min_acceptance_rejects_what_one_elite_disputes(acceptance, accepted):
-    t = chain_transitions(n_eps=5, length=30)
-    cfg = AugmentConfig(
-        quantile=0.3, max_per_trajectory=1, rollout_length=3, batch_size=8, acceptance=acceptance
-    )
-    planner = CountingPlanner(3)  # predicts a return of 100, far above the data's
-    planner.cfg = PlannerConfig(num_samples=4, num_elites=2, horizon=2, iterations=1)
-    planner.model, planner.value_fn = DisagreeingModel(), None
+def accepted_count(planner, value: float, **cfg) -> int:
+    """Rollouts stage 2 accepts on 5 chain episodes (one start each) with V = ``value`` everywhere."""
+    cfg = AugmentConfig(quantile=0.3, max_per_trajectory=1, rollout_length=3, batch_size=8, **cfg)
     res = augment_dataset(
-        t,
+        chain_transitions(n_eps=5, length=30),
         planner,
-        lambda s: np.zeros(len(s)),
+        lambda s: np.full(len(s), value),
         lambda s, a: -s[:, 0],
         1.0,
         cfg,
@@ -72,44 +66,30 @@ def test_ensemble_min_acceptance_rejects_what_one_elite_disputes(acceptance, acc
         torch.device("cpu"),
         progress=False,
     )
-    assert res.stats["accepted"] == accepted
+    return res.stats["accepted"]
+
+
+def stand_in_planner(model=None) -> CountingPlanner:
+    planner = CountingPlanner(3)  # predicts a return of 100, far above the data's at V = 0
+    planner.cfg = PlannerConfig(num_samples=4, num_elites=2, horizon=2, iterations=1)
+    if model is not None:
+        planner.model, planner.value_fn = model, None
+    return planner
+
+
+@pytest.mark.parametrize("acceptance, accepted", [("sampled", 5), ("ensemble_min", 0)])
+def test_ensemble_min_acceptance_rejects_what_one_elite_disputes(acceptance, accepted):
+    assert accepted_count(stand_in_planner(DisagreeingModel()), 0.0, acceptance=acceptance) == accepted
 
 
 def test_relative_margin_scales_with_the_continuation_value():
-    t = chain_transitions(n_eps=5, length=30)
-    planner = CountingPlanner(3)
-    planner.cfg = PlannerConfig(num_samples=4, num_elites=2, horizon=2, iterations=1)
-    common = dict(quantile=0.3, max_per_trajectory=1, rollout_length=3, batch_size=8, acceptance="sampled")
-    # value 1000 everywhere: the data's continuation is ~1000, the stand-in's return 100 never beats it
-    for margin, accepted in ((0.0, 0), (0.05, 0)):
-        cfg = AugmentConfig(min_relative_improvement=margin, **common)
-        res = augment_dataset(
-            t,
-            planner,
-            lambda s: np.full(len(s), 1000.0),
-            lambda s, a: -s[:, 0],
-            1.0,
-            cfg,
-            0.99,
-            torch.device("cpu"),
-            progress=False,
-        )
-        assert res.stats["accepted"] == accepted
-    # value 0: the continuation is 1-3 steps of reward 1; a 5% margin keeps them, 200x drops them
+    planner = stand_in_planner()
+    # V = 1000 everywhere: the data's continuation is ~1000, the stand-in's return 100 never beats it
+    for margin in (0.0, 0.05):
+        assert accepted_count(planner, 1000.0, acceptance="sampled", min_relative_improvement=margin) == 0
+    # V = 0: the continuation is 1-3 steps of reward 1; a 5% margin keeps them, 200x drops them
     for margin, accepted in ((0.05, 5), (200.0, 0)):
-        cfg = AugmentConfig(min_relative_improvement=margin, **common)
-        res = augment_dataset(
-            t,
-            planner,
-            lambda s: np.zeros(len(s)),
-            lambda s, a: -s[:, 0],
-            1.0,
-            cfg,
-            0.99,
-            torch.device("cpu"),
-            progress=False,
-        )
-        assert res.stats["accepted"] == accepted
+        assert accepted_count(planner, 0.0, acceptance="sampled", min_relative_improvement=margin) == accepted
     with pytest.raises(ValueError, match="min_relative_improvement"):
         AugmentConfig(min_relative_improvement=-1.0)
     with pytest.raises(ValueError, match="acceptance"):
