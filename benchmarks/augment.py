@@ -235,7 +235,7 @@ def main() -> None:
 def _ensemble_min_improvement(runs, task, conf, original, orig_traj, segments, picked, iql, gamma):
     """Per picked segment: worst elite's discounted bootstrapped return minus the dataset's (the
     augmenter's comparison, ``augment.acceptance=ensemble_min``)."""
-    from ipd.planning.augment import _truncated_continuation
+    from ipd.planning.augment import truncated_continuation
 
     wm = EnsembleWorldModel.load(
         runs / task.name / "world_model" / conf["world_model_hash"] / "world_model.pt",
@@ -252,7 +252,7 @@ def _ensemble_min_improvement(runs, task, conf, original, orig_traj, segments, p
         wm, iql.value_fn(), original.observations[starts], actions, lengths, gamma
     ).min(0)
     v_next = iql.value(original.next_observations)
-    continuation = _truncated_continuation(orig_traj, v_next, gamma, starts, lengths)
+    continuation = truncated_continuation(orig_traj, v_next, gamma, starts, lengths)
     return pessimistic - continuation, continuation
 
 

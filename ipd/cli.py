@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ipd.artifacts import Artifact
 from ipd.config import ConfigError, register_schemas, validate_config
 from ipd.data import DatasetError, resolve_task
 from ipd.evaluation import evaluate_with_config
@@ -78,8 +79,8 @@ def best_score(final: float, artifacts: dict[str, str]) -> float:
     """CORL's "best" column: the highest of the periodic evaluations (``policy.eval_episodes``
     episodes each, recorded in the policy artifact) and the final one. Without periodic
     evaluations (IQL, BC, or ``policy.eval_episodes=0``) it is the final score."""
-    path = Path(artifacts.get("policy", "")) / "metrics.json"
-    evals = json.loads(path.read_text()).get("evals", []) if "policy" in artifacts and path.is_file() else []
+    policy = Artifact(Path(artifacts["policy"]), {}) if "policy" in artifacts else None
+    evals = policy.metrics().get("evals", []) if policy else []
     periodic = [float(e["normalized_score"]) for e in evals if "normalized_score" in e]
     return max([final, *(x for x in periodic if math.isfinite(x))])
 

@@ -12,13 +12,13 @@ from ipd.data import Trajectories, Transitions, read_hdf5, write_hdf5
 from ipd.planning import PlannerConfig
 from ipd.planning.augment import (
     AugmentConfig,
-    _truncated_continuation,
     accept_rollouts,
     augment_dataset,
     plan_rollouts,
     score_steps,
     select_starts,
     stitch,
+    truncated_continuation,
 )
 
 
@@ -37,7 +37,7 @@ def test_continuation_is_l_step_bootstrapped_return():
     traj = Trajectories.from_transitions(t)
     gamma = 0.5
     v_next = np.full(len(t), 4.0, np.float32)
-    cont = _truncated_continuation(traj, v_next, gamma, np.array([0, 9, 8]), np.full(3, 3))
+    cont = truncated_continuation(traj, v_next, gamma, np.array([0, 9, 8]), np.full(3, 3))
     # mid-episode: 1 + .5 + .25 + .125 * V(s_{t+3})
     assert cont[0] == pytest.approx(1 + 0.5 + 0.25 + 0.125 * 4.0)
     # last step of a terminal episode: only its reward, no bootstrap
@@ -253,7 +253,7 @@ def test_acceptance_compares_with_the_dataset_over_the_rollout_own_length():
     traj = Trajectories.from_transitions(t)
     v_next = np.full(len(t), 10.0, np.float32)
     rows, lengths = np.array([0, 0, 18]), np.array([2, 5, 5])
-    cont = _truncated_continuation(traj, v_next, 0.5, rows, lengths)
+    cont = truncated_continuation(traj, v_next, 0.5, rows, lengths)
     assert cont[0] == pytest.approx(1 + 0.5 + 0.25 * 10)
     assert cont[1] == pytest.approx(sum(0.5**k for k in range(5)) + 0.5**5 * 10)
     assert cont[2] == pytest.approx(1 + 0.5 + 0.25 * 10)  # only two steps left, then the timeout's V

@@ -107,7 +107,7 @@ class StepScores:
 
 def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float) -> StepScores:
     """Value, advantage and return gap for every row (the dataset continuation that a rollout must
-    beat is computed per rollout, over its own length, by ``_truncated_continuation``).
+    beat is computed per rollout, over its own length, by ``truncated_continuation``).
 
     ``value_fn(obs)`` and ``q_fn(obs, act)`` take numpy batches and return env-return units.
     """
@@ -122,7 +122,7 @@ def score_steps(traj: Trajectories, value_fn, q_fn, gamma: float) -> StepScores:
     return StepScores(v, q - v, v - rtg, v_next)
 
 
-def _truncated_continuation(
+def truncated_continuation(
     traj: Trajectories, v_next: np.ndarray, gamma: float, rows: np.ndarray, horizons: np.ndarray
 ) -> np.ndarray:
     """Σ_{k<h} γ^k r_{t+k} + γ^h V(s_{t+h}) for each ``rows[i]`` with h = min(horizons[i], steps left).
@@ -373,7 +373,7 @@ def augment_dataset(
             device,
         ).min(0)
     if len(starts):  # compare like with like: the dataset's continuation over each rollout's length
-        continuation = _truncated_continuation(traj, scores.next_value, gamma, starts, rollouts["lengths"])
+        continuation = truncated_continuation(traj, scores.next_value, gamma, starts, rollouts["lengths"])
         accepted, improvement = accept_rollouts(
             rollouts,
             continuation,

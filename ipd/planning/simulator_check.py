@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ipd.data.transitions import Trajectories, Transitions
-from ipd.planning.augment import _truncated_continuation
+from ipd.planning.augment import truncated_continuation
 from ipd.utils import apply_in_chunks
 
 # simulate(start_obs, actions) -> (states [l+1, obs], rewards [l], terminated, exact_reset)
@@ -101,8 +101,8 @@ def check_in_simulator(
     rows_a, lengths_a = np.asarray(rows, np.int64), np.asarray(lengths, np.int64)
     real_a, pred_a, exact_a = np.asarray(real), np.asarray(predicted), np.asarray(exact, bool)
     if n:  # like the augmenter: the dataset continuation over each (real) rollout's own length
-        cont_real = _truncated_continuation(orig_traj, next_value, gamma, rows_a, np.maximum(lengths_a, 1))
-        cont_model = _truncated_continuation(orig_traj, next_value, gamma, rows_a, np.asarray(model_lengths))
+        cont_real = truncated_continuation(orig_traj, next_value, gamma, rows_a, np.maximum(lengths_a, 1))
+        cont_model = truncated_continuation(orig_traj, next_value, gamma, rows_a, np.asarray(model_lengths))
     else:
         cont_real = cont_model = np.zeros(0)
     accept = exact_a & (real_a - cont_real > min_improvement) & (lengths_a >= max(min_length, 1))
