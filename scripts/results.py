@@ -200,13 +200,26 @@ def _final_or_best(run: dict, which: str) -> float:
 
 
 def label_scores(rows: list[dict], labels: list[str], which: str = "final") -> tuple[dict, list[str]]:
-    """{label: {task: scores in seed order}} over the tasks where every label has runs, and those tasks."""
+    """{label: {task: scores in seed order}} over the tasks where every label has runs, and those tasks.
+
+    rliable needs the same number of runs on every task, so a task whose labels have fewer seeds
+    than the best-covered task would cut every other task down to its count: such a task is left
+    out (``short_tasks`` names it) rather than discarding the other tasks' seeds."""
     by, tasks, _ = _group(rows)
     common = [t for t in tasks if all(by.get((t, a)) for a in labels)]
+    full = max((min(len(by[(t, a)]) for a in labels) for t in common), default=0)
+    kept = [t for t in common if min(len(by[(t, a)]) for a in labels) >= full]
     scores = {
-        a: {t: [_final_or_best(r, which) for r in _seed_order(by[(t, a)])] for t in common} for a in labels
+        a: {t: [_final_or_best(r, which) for r in _seed_order(by[(t, a)])] for t in kept} for a in labels
     }
-    return scores, common
+    return scores, kept
+
+
+def short_tasks(rows: list[dict], labels: list[str]) -> list[str]:
+    """Tasks where every label has runs but too few seeds for the aggregate (``label_scores``)."""
+    by, tasks, _ = _group(rows)
+    _, kept = label_scores(rows, labels)
+    return [t for t in tasks if all(by.get((t, a)) for a in labels) and t not in kept]
 
 
 def aggregate_table(rows: list[dict], labels: list[str]) -> str:
@@ -227,14 +240,16 @@ def aggregate_table(rows: list[dict], labels: list[str]) -> str:
             + " | ".join(f"{x:.1f} [{lo:.1f}, {hi:.1f}]" for x, (lo, hi) in cells)
             + " |"
         )
+    short = short_tasks(rows, labels)
+    left_out = f" Left out for fewer seeds than these: {', '.join(short)}." if short else ""
     note = (
-        f"\nOver {len(tasks)} task(s) where every label has runs: {', '.join(tasks)}. IQM: the mean of "
-        "all (task, seed) scores left after trimming the lowest and highest 25%; intervals: rliable's "
-        "stratified bootstrap (2,000 resamples of the seeds within each task). Each label uses its "
-        "first n seeds on every task, n its smallest seed count. Final: the evaluation after the last "
-        "update (the headline, as CORL reports); best: the highest of the periodic evaluations "
-        "(`policy.eval_episodes` each) and the final one, which flatters a run (it picks a maximum of "
-        "noisy evaluations), shown for comparison with papers that report it.\n"
+        f"\nOver {len(tasks)} task(s) where every label has runs: {', '.join(tasks)}.{left_out} "
+        "IQM: the mean of all (task, seed) scores left after trimming the lowest and highest 25%; "
+        "intervals: rliable's stratified bootstrap (2,000 resamples of the seeds within each task). "
+        "Each label uses its first n seeds on every task, n its smallest seed count. Final: the "
+        "evaluation after the last update (the headline, as CORL reports); best: the highest of the "
+        "periodic evaluations (`policy.eval_episodes` each) and the final one, which flatters a run "
+        "(it picks a maximum of noisy evaluations), shown for comparison with papers that report it.\n"
     )
     return "\n".join(lines) + "\n" + note
 

@@ -241,6 +241,8 @@ def test_aggregate_section_iqm_with_intervals_final_and_best_and_profiles(tmp_pa
     rows.append(
         {"task": "walker2d-medium", "label": "ipd", "algo": "ipd", "seed": 0, "normalized_score": 1.0}
     )
+    for a in ("ipd", "dt"):  # one seed only: left out rather than cutting the others to one seed
+        rows.append({"task": "hopper-expert", "label": a, "algo": a, "seed": 0, "normalized_score": 99.0})
     ledger.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     argv = [sys.executable, str(ROOT / "scripts" / "results.py"), "--runs", str(tmp_path / "none")]
@@ -252,6 +254,7 @@ def test_aggregate_section_iqm_with_intervals_final_and_best_and_profiles(tmp_pa
     md = (out / "results.md").read_text()
     assert "## Aggregate over tasks (rliable)" in md
     assert "Over 2 task(s) where every label has runs: halfcheetah-medium, hopper-medium." in md  # not walker
+    assert "Left out for fewer seeds than these: hopper-expert." in md
     # dt: every score is 40 or 50 -> IQM 45 with a degenerate interval; best = final + 5
     assert "| dt | 3 | 45.0 [45.0, 45.0] | 45.0 [45.0, 45.0] | 50.0 [50.0, 50.0] |" in md
     ipd_line = next(line for line in md.splitlines() if line.startswith("| ipd | 3 |"))
