@@ -199,27 +199,25 @@ def _final_or_best(run: dict, which: str) -> float:
     return float(run["normalized_score"])
 
 
-def label_scores(rows: list[dict], labels: list[str], which: str = "final") -> tuple[dict, list[str]]:
-    """{label: {task: scores in seed order}} over the tasks where every label has runs, and those tasks.
-
-    rliable needs the same number of runs on every task, so a task whose labels have fewer seeds
-    than the best-covered task would cut every other task down to its count: such a task is left
-    out (``short_tasks`` names it) rather than discarding the other tasks' seeds."""
-    by, tasks, _ = _group(rows)
+def _aggregate_tasks(by: dict, tasks: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
+    """The tasks where every label has runs, split into those the aggregate uses and those it leaves
+    out: rliable needs the same number of runs on every task, so a task whose labels have fewer seeds
+    than the best-covered task would cut every other task down to its count."""
     common = [t for t in tasks if all(by.get((t, a)) for a in labels)]
-    full = max((min(len(by[(t, a)]) for a in labels) for t in common), default=0)
-    kept = [t for t in common if min(len(by[(t, a)]) for a in labels) >= full]
+    seeds = {t: min(len(by[(t, a)]) for a in labels) for t in common}
+    full = max(seeds.values(), default=0)
+    return [t for t in common if seeds[t] >= full], [t for t in common if seeds[t] < full]
+
+
+def label_scores(rows: list[dict], labels: list[str], which: str = "final") -> tuple[dict, list[str]]:
+    """{label: {task: scores in seed order}} over the tasks the aggregate uses (``_aggregate_tasks``),
+    and those tasks."""
+    by, tasks, _ = _group(rows)
+    kept, _ = _aggregate_tasks(by, tasks, labels)
     scores = {
         a: {t: [_final_or_best(r, which) for r in _seed_order(by[(t, a)])] for t in kept} for a in labels
     }
     return scores, kept
-
-
-def short_tasks(rows: list[dict], labels: list[str]) -> list[str]:
-    """Tasks where every label has runs but too few seeds for the aggregate (``label_scores``)."""
-    by, tasks, _ = _group(rows)
-    _, kept = label_scores(rows, labels)
-    return [t for t in tasks if all(by.get((t, a)) for a in labels) and t not in kept]
 
 
 def aggregate_table(rows: list[dict], labels: list[str]) -> str:
@@ -240,7 +238,8 @@ def aggregate_table(rows: list[dict], labels: list[str]) -> str:
             + " | ".join(f"{x:.1f} [{lo:.1f}, {hi:.1f}]" for x, (lo, hi) in cells)
             + " |"
         )
-    short = short_tasks(rows, labels)
+    by, all_tasks, _ = _group(rows)
+    _, short = _aggregate_tasks(by, all_tasks, labels)
     left_out = f" Left out for fewer seeds than these: {', '.join(short)}." if short else ""
     note = (
         f"\nOver {len(tasks)} task(s) where every label has runs: {', '.join(tasks)}.{left_out} "
