@@ -43,6 +43,7 @@ from ipd.tokens import (
 )
 from ipd.utils import apply_in_chunks
 
+Q_TERM_RULES = ("always", "teacher_check")
 EvalFn = Callable[[Policy, int], dict[str, float]]  # (policy, episodes) -> metrics
 
 
@@ -62,7 +63,10 @@ class DistillConfig:
     imagined_share: probability of a window from a
     stitched trajectory (None: length-proportional); use_augmented: train on the stage-2 dataset
     (else the original); finetune_critic: keep training the stage-1 critic during distillation;
-    eval_episodes: episodes of each periodic evaluation (0 = none).
+    eval_episodes: episodes of each periodic evaluation (0 = none); q_term_rule: when the Q-term
+    (``train.alpha``) applies, ``always`` or ``teacher_check`` (only when the world model confirms
+    that the stage-1 actor beats the data's behaviour, :mod:`ipd.planning.teacher_check`; the check
+    runs the actor from ``teacher_check_starts`` episode starts for ``teacher_check_horizon`` steps).
     """
 
     condition: str = "value"
@@ -78,6 +82,9 @@ class DistillConfig:
     use_augmented: bool = True
     finetune_critic: bool = False
     eval_episodes: int = 0
+    q_term_rule: str = "teacher_check"
+    teacher_check_starts: int = 100
+    teacher_check_horizon: int = 1000
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -104,6 +111,10 @@ class DistillConfig:
             raise ValueError(f"token_gamma must be in (0, 1] or null, got {self.token_gamma}")
         if self.eval_episodes < 0 or self.token_head_updates < 1:
             raise ValueError("eval_episodes must be >= 0 and token_head_updates >= 1")
+        if self.q_term_rule not in Q_TERM_RULES:
+            raise ValueError(f"q_term_rule must be one of {'|'.join(Q_TERM_RULES)}, got '{self.q_term_rule}'")
+        if self.teacher_check_starts < 1 or self.teacher_check_horizon < 1:
+            raise ValueError("teacher_check_starts and teacher_check_horizon must be >= 1")
 
     @property
     def needs_value(self) -> bool:

@@ -14,6 +14,7 @@ section, the seed, the dataset fingerprint and the hashes of the artifacts it co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -55,6 +56,7 @@ from ipd.models.world_model_training import train_world_model
 from ipd.planning.augment import augment_dataset
 from ipd.planning.planner import Planner
 from ipd.planning.simulator_check import check_in_simulator
+from ipd.planning.teacher_check import TeacherCheck, teacher_check
 from ipd.simulator import SimulatorDynamics, replay_from_observation
 from ipd.tasks import TaskSpec, get_task
 from ipd.utils import resolve_device, set_seed
@@ -258,19 +260,36 @@ SUMMARY_KEYS = ("selected", "accepted", "acceptance_rate", "mean_improvement_acc
 
 
 # ----------------------------------------------------------------------------- stage 3
-def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents: dict | None = None):
-    """Stage 3 (and the plain DT baseline) as an artifact; returns (checkpoint path, artifact)."""
+def distill(
+    ctx: Context,
+    dataset: Transitions | None = None,
+    iql=None,
+    parents: dict | None = None,
+    gate: Callable[[], TeacherCheck] | None = None,
+):
+    """Stage 3 (and the plain DT baseline) as an artifact; returns (checkpoint path, artifact).
+
+    ``gate`` (``policy.q_term_rule=teacher_check``) runs the teacher check before training: when it
+    fails, the Q-term is off (alpha = 0). Its outcome is in the artifact's metrics.
+    """
     art = ctx.store.artifact(ctx.task.name, "policy", ctx.stage_config("policy", **(parents or {})))
     final = art.file("policy.pt")
     with ctx.store.lock(art):
         if _reuse(ctx, art, "policy"):
             return final, art
         t0 = time.perf_counter()
+        train_cfg, gate_metrics = section(ctx.cfg, "policy.train"), {}
+        if gate is not None:
+            check = gate()
+            if not check.passed:
+                train_cfg = dataclasses.replace(train_cfg, alpha=0.0)
+            gate_metrics = {"teacher_check": check.to_dict(), "alpha": train_cfg.alpha}
+            print(f"[ipd] teacher check: {json.dumps(gate_metrics)}")
         result = distill_policy(
             dataset if dataset is not None else ctx.data,
             iql,
             section(ctx.cfg, "policy.model"),
-            section(ctx.cfg, "policy.train"),
+            train_cfg,
             section(ctx.cfg, "policy"),
             return_scale=float(ctx.cfg.task.return_scale),
             target_return=float(ctx.cfg.task.target_return),
@@ -287,7 +306,7 @@ def distill(ctx: Context, dataset: Transitions | None = None, iql=None, parents:
         extra = {"task": ctx.task.name, "eval_task": ctx.task.eval_record(), "algo": str(ctx.cfg.algo)}
         result.save(final, extra=extra)
         art.file("train_state.pt").unlink(missing_ok=True)  # before finish: the checksums cover what stays
-        art.finish({**result.metrics, "wall_time_s": time.perf_counter() - t0})
+        art.finish({**result.metrics, **gate_metrics, "wall_time_s": time.perf_counter() - t0})
     return final, art
 
 
@@ -322,18 +341,32 @@ def _train_sequence_policy(ctx: Context) -> tuple[Policy, Path, dict]:
     stage 2 for augmented data), then distillation."""
     dcfg = section(ctx.cfg, "policy")
     info: dict[str, str] = {}
-    iql = parents = None
+    iql = parents = gate = None
     dataset = ctx.data
-    if dcfg.use_augmented or dcfg.needs_value or float(ctx.cfg.policy.train.alpha) > 0:
-        wm, wm_art, iql, iql_art = stage1(ctx, need_world_model=dcfg.use_augmented)
+    alpha = float(ctx.cfg.policy.train.alpha)
+    gated = alpha > 0 and dcfg.q_term_rule == "teacher_check"
+    if dcfg.use_augmented or dcfg.needs_value or alpha > 0:
+        wm, wm_art, iql, iql_art = stage1(ctx, need_world_model=dcfg.use_augmented or gated)
         parents = {"value_hash": iql_art.hash}
         info["value"] = str(iql_art.path)
-        if dcfg.use_augmented:
+        if dcfg.use_augmented or gated:
             info["world_model"] = str(wm_art.path)
+        if dcfg.use_augmented:
             dataset, aug_art = augment(ctx, wm, wm_art, iql, iql_art)
             parents["augment_hash"] = aug_art.hash
             info["augment"] = str(aug_art.path)
-    ckpt, pol_art = distill(ctx, dataset, iql, parents)
+        if gated:  # the Q-term's gate depends on the world model too
+            parents["world_model_hash"] = wm_art.hash
+            gate = functools.partial(
+                teacher_check,
+                wm,
+                iql.actor_prior(),
+                ctx.data,
+                dcfg.teacher_check_horizon,
+                dcfg.teacher_check_starts,
+                ctx.seed,
+            )
+    ckpt, pol_art = distill(ctx, dataset, iql, parents, gate)
     info["policy"] = str(pol_art.path)
     return load_policy(ckpt, ctx.device).policy, ckpt, info
 

@@ -81,6 +81,14 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
     # The software behind the score: the dataset build depends on the MuJoCo version.
     assert {"python", "torch", "numpy", "gymnasium", "mujoco", "ipd"} <= metrics["versions"].keys()
     assert metrics["versions"]["mujoco"] != "absent" and metrics["versions"]["cpu"]  # and the CPU model
+    # The Q-term's gate ran on the world model and its outcome decided alpha.
+    policy_metrics = json.loads(
+        next((runs / "hopper-medium" / "policy").iterdir()).joinpath("metrics.json").read_text()
+    )
+    check = policy_metrics["teacher_check"]
+    assert check["starts"] == 8 and check["horizon"] == 50
+    assert policy_metrics["alpha"] == (3.0 if check["passed"] else 0.0)
+    assert check["passed"] == (check["teacher_return"] > check["data_return"])
 
     # Second call with the same config reuses every stage and says so.
     second = run_script("train.py", "task=hopper-medium", *args)
@@ -314,6 +322,7 @@ def test_int_and_float_spellings_of_a_float_field_hash_alike():
         ("eval.episodes=0", "eval.episodes"),
         ("planner.method=foo", "method"),
         ("policy.condition=bad", "policy.* condition must be one of"),
+        ("policy.q_term_rule=sometimes", "q_term_rule must be one of"),
         ("augment.quantile=2", "augment"),
         ("world_model.uncertainty=nope", "world_model"),
         ("value.expectile=1.5", "value"),

@@ -1,0 +1,113 @@
+"""Teacher check: does the world model confirm that the stage-1 actor beats the data's behaviour?
+
+Stage 3's Q-term (``policy.train.alpha``) pulls the distilled policy towards actions the stage-1
+critic rates higher, i.e. towards what IQL's own actor does. That helps when the critic's
+preferences are sound and hurts when they are not. Measured on generated data (docs/experiments/
+alpha-rule.md): on halfcheetah-medium the actor beats the data's behaviour and the Q-term lifts
+IPD above DT; on hopper-medium the actor falls early on every seed, and the Q-term drags IPD down
+to the actor's level.
+
+The rule decides this from the training data and the stage-1 models only, never from evaluation
+returns. From the first states of the dataset's episodes it runs the actor closed loop in every
+elite of the world model, each elite following its own trajectory with its mean prediction and
+the task's termination rule, for as many steps as an evaluation episode. The teacher's *model
+return* is the mean over starts of the worst elite's return (ensemble pessimism as in MOPO, Yu et
+al., 2020, applied to policy evaluation). The teacher passes when this return beats the mean
+return of the dataset's complete episodes. Both numbers are undiscounted returns on the same
+reward scale, so the rule needs no reference scores and no threshold to tune.
+
+A pessimistic model return is a biased estimate, and the world model can be wrong: on
+hopper-medium it does not rank BC policies correctly. So the check is a gate on a single term of
+the loss, not a policy-selection method. Failing it leaves the value-conditioned distillation
+without the Q-term (``alpha = 0``), which is the Decision Transformer's level on both tasks above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ipd.data.transitions import Transitions
+
+ActFn = Callable[[torch.Tensor], torch.Tensor]  # raw states [B, obs] -> actions [B, act] in [-1, 1]
+
+
+@dataclass(frozen=True)
+class TeacherCheck:
+    """The teacher check's outcome. Returns are undiscounted, in env reward units."""
+
+    teacher_return: float  # mean over starts of the worst elite's return
+    teacher_return_mean_elite: float  # the same with the elites averaged (how optimistic the model is)
+    data_return: float  # mean return of the dataset's complete episodes
+    starts: int
+    horizon: int
+
+    @property
+    def passed(self) -> bool:
+        return self.teacher_return > self.data_return
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+@torch.inference_mode()
+def member_returns_closed_loop(model: Any, act: ActFn, starts: np.ndarray, horizon: int) -> np.ndarray:
+    """Undiscounted return of ``act`` from each of ``starts`` ``[N, obs]`` under each elite, ``[K, N]``.
+
+    ``model`` is an :class:`ipd.models.world_model.EnsembleWorldModel`: elite k steps its own
+    trajectory with its mean prediction; a trajectory stops at the model's termination rule.
+    Batched over elites and starts (one actor call per step for all K·N states).
+    """
+    device = model.device
+    k, n = len(model.elites), len(starts)
+    states = torch.as_tensor(starts, dtype=torch.float32, device=device).expand(k, n, -1).clone()
+    alive = torch.ones(k, n, dtype=torch.bool, device=device)
+    ret = torch.zeros(k, n, device=device)
+    for _ in range(horizon):
+        actions = act(states.reshape(k * n, -1)).reshape(k, n, -1).to(states)
+        mean, _ = model(model.normalize_inputs(states, actions), model.elites)
+        delta = mean * model.target_std + model.target_mean
+        nxt = states + delta[..., : model.obs_dim]
+        ret += torch.where(alive, delta[..., -1], 0.0)
+        if model.terminal_fn is not None:
+            alive &= ~model.terminal_fn(nxt.reshape(k * n, -1)).reshape(k, n)
+        states = torch.where(alive[..., None], nxt, states)
+        if not alive.any():
+            break
+    return ret.cpu().numpy()
+
+
+def episode_starts_and_returns(data: Transitions) -> tuple[np.ndarray, np.ndarray]:
+    """First state and return of every complete episode (one that ends in a terminal or a
+    timeout; a trailing cut-off one is left out). Imagined rows, if any, are ignored."""
+    if "imagined" in data.extras and np.asarray(data.extras["imagined"]).any():
+        data = data.subset(np.flatnonzero(~np.asarray(data.extras["imagined"], bool)))
+    ends = np.flatnonzero(data.terminals | data.timeouts)
+    if len(ends) == 0:
+        raise ValueError("the teacher check needs complete episodes; the dataset marks no episode end.")
+    firsts = np.concatenate([[0], ends[:-1] + 1])
+    returns = np.add.reduceat(data.rewards[: ends[-1] + 1].astype(np.float64), firsts)
+    return data.observations[firsts], returns
+
+
+def teacher_check(
+    model: Any, act: ActFn, data: Transitions, horizon: int = 1000, num_starts: int = 100, seed: int = 0
+) -> TeacherCheck:
+    """Run the check (module docstring) from ``num_starts`` episode starts drawn with ``seed``."""
+    if horizon < 1 or num_starts < 1:
+        raise ValueError(f"horizon and num_starts must be >= 1, got {horizon} and {num_starts}")
+    starts, returns = episode_starts_and_returns(data)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(starts), min(num_starts, len(starts)), replace=False)
+    member = member_returns_closed_loop(model, act, starts[pick], horizon)
+    return TeacherCheck(
+        teacher_return=float(member.min(0).mean()),
+        teacher_return_mean_elite=float(member.mean()),
+        data_return=float(returns.mean()),
+        starts=len(pick),
+        horizon=horizon,
+    )
