@@ -1,0 +1,95 @@
+"""The teacher check on finished runs, and how well the world model ranks memoryless policies.
+
+For every IPD run of ``--task`` under ``--runs`` this finds its stage-1 artifacts (world model and
+IQL), runs :func:`ipd.planning.teacher_check.teacher_check` exactly as stage 3 does (same starts,
+horizon and seed), and prints the teacher's pessimistic model return beside the data's mean
+episode return, both D4RL-normalised. With ``--policies`` it also runs every memoryless policy
+checkpoint of that seed (the IQL actor, BC, 10%BC) closed loop in the same world model and prints
+its model return (worst elite, mean elite) beside its real evaluation score: the gate is only as
+good as that ranking. One JSON line per row; the last line is the wall time.
+
+    python benchmarks/teacher_check.py --task hopper-medium [--policies iql,bc,bc10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ipd.data import read_hdf5
+from ipd.data.sources import default_data_dir
+from ipd.models.policies import load_policy
+from ipd.models.value import IQLLearner
+from ipd.models.world_model import EnsembleWorldModel
+from ipd.planning.teacher_check import episode_starts_and_returns, member_returns_closed_loop, teacher_check
+from ipd.tasks import get_task
+
+
+def runs_by_label(runs: Path, task: str) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted((runs / task / "train").glob("*/*/metrics.json"))]
+
+
+def stage1_by_seed(rows: list[dict]) -> dict[int, tuple[str, str]]:
+    """(world model, value) artifact folders of each seed, from its IPD runs (the first one found)."""
+    out: dict[int, tuple[str, str]] = {}
+    for m in rows:
+        arts = m.get("artifacts", {})
+        if m["algo"] == "ipd" and "world_model" in arts:
+            out.setdefault(m["seed"], (arts["world_model"], arts["value"]))
+    return out
+
+
+def memoryless_act(checkpoint: str):
+    policy = load_policy(checkpoint).policy
+
+    def act(states: torch.Tensor) -> torch.Tensor:
+        policy.reset(len(states))
+        return torch.as_tensor(np.asarray(policy.act(states.cpu().numpy())), dtype=torch.float32)
+
+    return act
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True)
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--data", type=Path, default=None, help="the task's hdf5 (default: the generated one)")
+    p.add_argument("--starts", type=int, default=100)
+    p.add_argument("--horizon", type=int, default=1000)
+    p.add_argument("--policies", default="", help="labels of memoryless runs to rank, e.g. iql,bc,bc10")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    task = get_task(args.task)
+    data = read_hdf5(args.data or default_data_dir() / f"{args.task}.hdf5")
+    rows = runs_by_label(args.runs, args.task)
+    norm = lambda x: round(float(task.normalize_score(x)), 1)  # noqa: E731
+    for seed, (wm_dir, value_dir) in sorted(stage1_by_seed(rows).items()):
+        wm = EnsembleWorldModel.load(Path(wm_dir) / "world_model.pt", terminal_fn=task.is_terminal_torch)
+        iql = IQLLearner.load(Path(value_dir) / "iql.pt")
+        check = teacher_check(wm, iql.actor_prior(), data, args.horizon, args.starts, seed)
+        print(json.dumps({
+            "seed": seed, "teacher": norm(check.teacher_return), "teacher_mean_elite":
+            norm(check.teacher_return_mean_elite), "data": norm(check.data_return), "passed": check.passed,
+        }), flush=True)  # fmt: skip
+        if not args.policies:
+            continue
+        starts, _ = episode_starts_and_returns(data)
+        starts = starts[np.random.default_rng(seed).choice(len(starts), check.starts, replace=False)]
+        for m in rows:
+            if m["seed"] != seed or m.get("label") not in args.policies.split(","):
+                continue
+            member = member_returns_closed_loop(wm, memoryless_act(m["checkpoint"]), starts, args.horizon)
+            print(json.dumps({
+                "seed": seed, "label": m["label"], "real": round(m["normalized_score"], 1),
+                "model_worst_elite": norm(member.min(0).mean()), "model_mean_elite": norm(member.mean()),
+            }), flush=True)  # fmt: skip
+    print(json.dumps({"wall_time_s": round(time.perf_counter() - t0, 1)}))
+
+
+if __name__ == "__main__":
+    main()
