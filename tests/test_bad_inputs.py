@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,8 +14,7 @@ from ipd.artifacts import ArtifactStore
 from ipd.config import ConfigError, load_config, section, validate_config
 from ipd.data import DatasetError, DatasetWarning, read_hdf5, write_hdf5
 from ipd.pipeline import ALGORITHMS
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_script
 
 
 def invalid(*overrides: str) -> str:
@@ -61,15 +57,7 @@ def test_types_and_ranges_of_every_section(override, message):
 
 
 def _script(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    return run_script("train.py", *args, check=False, timeout=120)
 
 
 def test_task_typo_and_unwritable_runs_dir_fail_before_hydra(tmp_path):

@@ -146,7 +146,7 @@ def test_minari_dataset_of_another_env_or_version_fails(store):
 @pytest.mark.slow
 def test_train_and_evaluate_scripts_on_a_local_minari_dataset(store, tmp_path):
     """`scripts/train.py task=hopper-medium data.minari_id=<local id> preset=smoke` end to end."""
-    from test_pipeline import last_json, run_script
+    from tests.helpers import last_json, run_script
 
     out = last_json(
         run_script(
