@@ -12,10 +12,12 @@ seeded sample of its accepted imagined continuations:
    the model's predicted return, the dataset's own continuation, and uniformly random actions;
 4. checks the reset itself: replaying the *dataset's actions* must reproduce the dataset rewards.
 
-Returns are undiscounted L-step sums (stopping at a real termination) and, in brackets, the same
-plus ``γ^L V(s_L)`` with the Stage-1 value (0 after a termination), which is what the augmenter
-compared when it accepted the rollout. The model error is the state MSE between imagined and real
-trajectories, normalised by the dataset's per-dimension state std. Prints a final JSON line.
+Returns are undiscounted L-step sums (stopping at a real termination) and, in brackets, the
+augmenter's acceptance basis: ``Σ_k γ^k r_k + γ^L V(s_L)`` with the Stage-1 value (no bootstrap
+after a termination), which is what it compared when it accepted the rollout. (Before 2026-12-06
+the brackets added ``γ^L V(s_L)`` to the *undiscounted* sum; the improvements differ slightly.)
+The model error is the state MSE between imagined and real trajectories, normalised by the
+dataset's per-dimension state std. Prints a final JSON line.
 
     python benchmarks/augment.py --task hopper-medium                 # newest finished artifact
     python benchmarks/augment.py --artifact runs/hopper-medium/augment/<hash> --num 200
@@ -75,10 +77,10 @@ def imagined_segments(data) -> list[dict]:
     return segments
 
 
-def replay(env, start_obs: np.ndarray, actions: np.ndarray) -> tuple[float, np.ndarray, bool]:
-    """Real return, visited states [len+1, obs] and termination of an open-loop action sequence."""
+def replay(env, start_obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Real rewards [≤ len], visited states [len+1, obs] and termination of an open-loop action sequence."""
     states, rewards, terminated, _ = replay_from_observation(env, start_obs, actions)
-    return float(rewards.sum()), states, terminated
+    return np.asarray(rewards, np.float64), states, terminated
 
 
 def dataset_continuation(
@@ -135,10 +137,12 @@ def main() -> None:
     env = make_eval_env(task)
     act_lo, act_hi = env.action_space.low, env.action_space.high
 
-    def bootstrap(ret: float, last: np.ndarray, terminated: bool, steps: int) -> float:
+    def bootstrap(rewards: np.ndarray, last: np.ndarray, terminated: bool) -> float:
+        """The augmenter's basis: Σ_k γ^k r_k + γ^L V(s_L) (no bootstrap after a termination)."""
+        ret = float((gamma ** np.arange(len(rewards)) * rewards).sum())
         if iql is None or terminated:
             return ret
-        return ret + gamma**steps * float(iql.value(np.asarray(last, np.float32)[None])[0])
+        return ret + gamma ** len(rewards) * float(iql.value(np.asarray(last, np.float32)[None])[0])
 
     ensemble_min, continuation = (
         _ensemble_min_improvement(args.runs, task, conf, original, orig_traj, segments, picked, iql, gamma)
@@ -155,9 +159,12 @@ def main() -> None:
         exact = reset_to_observation(env, start)
         length = len(seg["actions"])
         d_act, d_rew, d_term = dataset_continuation(original, orig_traj, seg["source_row"], length)
-        d_replay, _, _ = replay(env, start, d_act)
-        real, real_states, real_term = replay(env, start, seg["actions"])
-        rand, rand_states, rand_term = replay(env, start, rng.uniform(act_lo, act_hi, (length, len(act_lo))))
+        d_replay = float(replay(env, start, d_act)[0].sum())
+        real_rew, real_states, real_term = replay(env, start, seg["actions"])
+        rand_rew, rand_states, rand_term = replay(
+            env, start, rng.uniform(act_lo, act_hi, (length, len(act_lo)))
+        )
+        real, rand = float(real_rew.sum()), float(rand_rew.sum())
         n = min(len(real_states), len(seg["states"]))
         err = (((real_states[:n] - seg["states"][:n]) / state_std) ** 2).mean(-1)
         d_last = original.next_observations[seg["source_row"] + len(d_rew) - 1]
@@ -170,10 +177,12 @@ def main() -> None:
                 "real": real,
                 "dataset": float(d_rew.sum()),
                 "random": rand,
-                "model_boot": bootstrap(model_ret, seg["states"][-1], seg["terminal"], length),
-                "real_boot": bootstrap(real, real_states[-1], real_term, len(real_states) - 1),
-                "dataset_boot": bootstrap(float(d_rew.sum()), d_last, d_term, len(d_rew)),
-                "random_boot": bootstrap(rand, rand_states[-1], rand_term, len(rand_states) - 1),
+                "model_boot": bootstrap(
+                    np.asarray(seg["rewards"], np.float64), seg["states"][-1], seg["terminal"]
+                ),
+                "real_boot": bootstrap(real_rew, real_states[-1], real_term),
+                "dataset_boot": bootstrap(np.asarray(d_rew, np.float64), d_last, d_term),
+                "random_boot": bootstrap(rand_rew, rand_states[-1], rand_term),
                 "real_terminated": real_term,
                 "state_err_last": float(err[-1]),
                 "state_err_mean": float(err[1:].mean()) if n > 1 else 0.0,

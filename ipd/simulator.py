@@ -13,9 +13,9 @@ same start states, same planner, same terminal value, perfect model.
 Every batched ``step`` sets each row's physical state from its observation (as
 :func:`reset_to_observation` does: x position 0, which rewards do not depend on),
 advances ``frame_skip`` physics steps under the action with ``mujoco.rollout`` (one C call for the
-whole batch), and computes the gymnasium v4 locomotion reward and termination:
-``forward_weight * Δx / dt + healthy_reward - ctrl_weight * |a|²``, terminated when the
-(unclipped) next state is unhealthy. Velocities at the ±10 observation clip are taken as ±10,
+whole batch), and computes the env's reward and observation
+(:class:`ipd.locomotion_terms.LocomotionTerms`), terminated when the (unclipped) next state is
+unhealthy. Velocities at the ±10 observation clip are taken as ±10,
 so rows there are approximate, as in the replay check.
 """
 
@@ -28,6 +28,7 @@ import torch
 from mujoco import rollout
 
 from ipd.evaluation import make_eval_env
+from ipd.locomotion_terms import LocomotionTerms
 from ipd.models.base import ModelStep
 from ipd.tasks import QVEL_CLIP, TaskSpec
 
@@ -86,11 +87,7 @@ class SimulatorDynamics:
         self.data = mujoco.MjData(sim.model)
         self.task = task
         self.frame_skip, self.dt = int(sim.frame_skip), float(sim.dt)
-        self.forward_weight = float(sim._forward_reward_weight)
-        self.ctrl_weight = float(sim._ctrl_cost_weight)
-        # v4 hopper/walker2d pay the healthy reward on every step (they terminate when unhealthy).
-        self.healthy_reward = float(getattr(sim, "_healthy_reward", 0.0))
-        self.clips_velocity = task.env.name in ("hopper", "walker2d")
+        self.terms = LocomotionTerms.of(task, sim)
         self.nq, self.nv = sim.model.nq, sim.model.nv
         self.spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
         self.template = np.zeros(mujoco.mj_stateSize(sim.model, self.spec))
@@ -111,16 +108,10 @@ class SimulatorDynamics:
         ctrl = np.repeat(act[:, None], self.frame_skip, 1)
         out, _ = rollout.rollout(self.model, self.data, init, ctrl)
         qpos, qvel = out[:, -1, 1 : 1 + self.nq], out[:, -1, 1 + self.nq :]
-        reward = (
-            self.forward_weight * qpos[:, 0] / self.dt
-            + self.healthy_reward
-            - self.ctrl_weight * (act**2).sum(-1)
-        )
         raw = np.concatenate([qpos[:, 1:], qvel], 1)
         terminals = self.task.is_terminal_np(raw)
-        if self.clips_velocity:
-            qvel = np.clip(qvel, -QVEL_CLIP, QVEL_CLIP)
-        next_obs = np.concatenate([qpos[:, 1:], qvel], 1)
+        reward = self.terms.rewards(qpos[:, 0] / self.dt, act, terminals)  # x started at 0
+        next_obs = self.terms.observation(qpos, qvel)
         like = dict(dtype=states.dtype, device=states.device)
         return ModelStep(
             torch.as_tensor(next_obs, **like),

@@ -5,9 +5,7 @@
 (``mj_resetData``, ``mj_forward``, ``mj_step`` with the env's frame skip, so each env keeps its own
 solver warm start, as gymnasium's does), the same observation, reward and termination, float for
 float (tests/test_generate.py checks it against ``env.step`` for hopper, halfcheetah and walker2d,
-v4 and v5). Rewards: ``forward_weight * dx/dt + healthy_reward - ctrl_weight * |a|^2``; v4 pays the
-healthy reward on every step, v5 only while healthy. Observations: ``qpos[1:]`` and ``qvel``
-(clipped to +-10 for hopper and walker2d).
+v4 and v5). Rewards and observations: :class:`ipd.locomotion_terms.LocomotionTerms`.
 
 Reset noise is drawn from the caller's generator: uniform as in gymnasium, and, for halfcheetah's
 velocities, normal through :func:`ipd.generate.exact.standard_normal` (Box-Muller) rather than
@@ -22,7 +20,8 @@ import mujoco
 import numpy as np
 
 from ipd.generate import exact
-from ipd.tasks import QVEL_CLIP, TaskSpec
+from ipd.locomotion_terms import LocomotionTerms
+from ipd.tasks import TaskSpec
 
 
 class BatchedLocomotion:
@@ -38,11 +37,7 @@ class BatchedLocomotion:
         self.frame_skip, self.dt = int(sim.frame_skip), float(sim.dt)
         self.init_qpos, self.init_qvel = sim.init_qpos.copy(), sim.init_qvel.copy()
         self.noise_scale = float(sim._reset_noise_scale)
-        self.forward_weight = float(sim._forward_reward_weight)
-        self.ctrl_weight = float(sim._ctrl_cost_weight)
-        self.healthy_weight = float(getattr(sim, "_healthy_reward", 0.0))
-        self.healthy_only_while_healthy = task.env_version != "v4"  # v5: healthy reward * is_healthy
-        self.clips_velocity = task.env.name in ("hopper", "walker2d")
+        self.terms = LocomotionTerms.of(task, sim)
         self.normal_velocity_noise = task.env.name == "halfcheetah"
         env.close()
         self.num_envs = num_envs
@@ -70,9 +65,7 @@ class BatchedLocomotion:
         return self.set_state(index, qpos, qvel)
 
     def _observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        if self.clips_velocity:
-            qvel = np.clip(qvel, -QVEL_CLIP, QVEL_CLIP)
-        return np.concatenate([qpos[..., 1:], qvel], -1)
+        return self.terms.observation(qpos, qvel)
 
     # ------------------------------------------------------------------ step
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,10 +82,4 @@ class BatchedLocomotion:
         x_velocity = (qpos[:, 0] - x_before) / self.dt
         raw = np.concatenate([qpos[:, 1:], qvel], 1)  # unclipped: the healthy check's view
         terminated = self.task.is_terminal_np(raw)
-        healthy = np.full(self.num_envs, self.healthy_weight)
-        if self.healthy_only_while_healthy:
-            healthy = np.where(terminated, 0.0, healthy)
-        # float32 control cost, as gymnasium computes it on a float32 action (NEP 50 scalar rules).
-        ctrl_cost = np.float32(self.ctrl_weight) * np.sum(np.square(actions), axis=1)
-        rewards = (self.forward_weight * x_velocity + healthy) - ctrl_cost
-        return self._observation(qpos, qvel), rewards, terminated
+        return self._observation(qpos, qvel), self.terms.rewards(x_velocity, actions, terminated), terminated
