@@ -44,6 +44,7 @@ from ipd.tokens import (
 from ipd.utils import apply_in_chunks
 
 Q_TERM_RULES = ("always", "teacher_check")
+TEACHER_CHECK_KEYS = ("q_term_rule", "teacher_check_starts", "teacher_check_horizon")
 EvalFn = Callable[[Policy, int], dict[str, float]]  # (policy, episodes) -> metrics
 
 
@@ -287,7 +288,9 @@ def distill_policy(
     after_update = None
     if distill_cfg.finetune_critic and critic is None:
         warnings.warn(
-            "policy.finetune_critic is set but alpha = 0: no Q-term, so no critic to fine-tune.", stacklevel=2
+            "policy.finetune_critic is set but alpha = 0 (policy.train.alpha, or a failed teacher check): "
+            "no Q-term, so no critic to fine-tune.",
+            stacklevel=2,
         )
     companions = {}
     if critic is not None and distill_cfg.finetune_critic:

@@ -44,8 +44,9 @@ class LocomotionTerms:
         healthy = np.full(len(x_velocity), self.healthy_weight)
         if self.healthy_only_while_healthy:
             healthy = np.where(terminated, 0.0, healthy)
-        # float32 weight, as gymnasium computes the cost on a float32 action (NEP 50 scalar rules).
-        ctrl_cost = np.float32(self.ctrl_weight) * np.sum(np.square(actions), axis=1)
+        # A Python float weight, as gymnasium's: the cost keeps the actions' dtype (float32 for the
+        # generator's actions, bit for bit with gymnasium; float64 for the simulator oracle's).
+        ctrl_cost = self.ctrl_weight * np.sum(np.square(actions), axis=1)
         return (self.forward_weight * x_velocity + healthy) - ctrl_cost
 
     def observation(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:

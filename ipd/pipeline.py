@@ -14,7 +14,6 @@ section, the seed, the dataset fingerprint and the hashes of the artifacts it co
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from ipd.config import (  # noqa: F401 (API)
     validate_config,
 )
 from ipd.data import Normalizer, Transitions, read_hdf5, write_hdf5
-from ipd.distill import distill_policy
+from ipd.distill import TEACHER_CHECK_KEYS, distill_policy
 from ipd.evaluation import EvalResult, evaluate_with_config, make_eval_env
 from ipd.generate.fallback import open_or_generate
 from ipd.io import atomic_write_json
@@ -56,7 +55,7 @@ from ipd.models.world_model_training import train_world_model
 from ipd.planning.augment import augment_dataset
 from ipd.planning.planner import Planner
 from ipd.planning.simulator_check import check_in_simulator
-from ipd.planning.teacher_check import TeacherCheck, teacher_check
+from ipd.planning.teacher_check import teacher_check
 from ipd.simulator import SimulatorDynamics, replay_from_observation
 from ipd.tasks import TaskSpec, get_task
 from ipd.utils import resolve_device, set_seed
@@ -260,31 +259,58 @@ SUMMARY_KEYS = ("selected", "accepted", "acceptance_rate", "mean_improvement_acc
 
 
 # ----------------------------------------------------------------------------- stage 3
+def policy_stage_config(ctx: Context, parents: dict, gated: bool) -> dict:
+    """Stage 3's hashed config. Without a gated Q-term the teacher check's keys change nothing, so
+    they stay out of the hash (DT and alpha = 0 artifacts stored before the check stay valid)."""
+    conf = ctx.stage_config("policy", **parents)
+    if not gated:
+        conf["policy"] = {k: v for k, v in conf["policy"].items() if k not in TEACHER_CHECK_KEYS}
+    return conf
+
+
 def distill(
     ctx: Context,
     dataset: Transitions | None = None,
     iql=None,
     parents: dict | None = None,
-    gate: Callable[[], TeacherCheck] | None = None,
+    world_model: tuple[EnsembleWorldModel, Artifact] | None = None,
 ):
     """Stage 3 (and the plain DT baseline) as an artifact; returns (checkpoint path, artifact).
 
-    ``gate`` (``policy.q_term_rule=teacher_check``) runs the teacher check before training: when it
-    fails, the Q-term is off (alpha = 0). Its outcome is in the artifact's metrics.
+    With a Q-term (``policy.train.alpha > 0``) under ``policy.q_term_rule=teacher_check`` the
+    teacher check runs before training on the stage-1 world model (``world_model``, else trained or
+    reused here), and a failed check turns the Q-term off. The artifact's metrics record the α used
+    and the check.
     """
-    art = ctx.store.artifact(ctx.task.name, "policy", ctx.stage_config("policy", **(parents or {})))
+    dcfg = section(ctx.cfg, "policy")
+    train_cfg = section(ctx.cfg, "policy.train")
+    gated = train_cfg.alpha > 0 and dcfg.q_term_rule == "teacher_check"
+    if gated:  # the Q-term's gate depends on the world model too
+        if iql is None:
+            raise ValueError("policy.train.alpha > 0 needs the stage-1 critic: pass iql (learn_value(ctx)).")
+        world_model = world_model or learn_world_model(ctx)
+        parents = {**(parents or {}), "world_model_hash": world_model[1].hash}
+    art = ctx.store.artifact(ctx.task.name, "policy", policy_stage_config(ctx, parents or {}, gated))
     final = art.file("policy.pt")
     with ctx.store.lock(art):
         if _reuse(ctx, art, "policy"):
             return final, art
         t0 = time.perf_counter()
-        train_cfg, gate_metrics = section(ctx.cfg, "policy.train"), {}
-        if gate is not None:
-            check = gate()
+        gate_metrics = {}
+        if gated:
+            check = teacher_check(
+                world_model[0],
+                iql.actor_prior(),
+                ctx.data,
+                dcfg.teacher_check_horizon,
+                dcfg.teacher_check_starts,
+                ctx.seed,
+            )
             if not check.passed:
                 train_cfg = dataclasses.replace(train_cfg, alpha=0.0)
-            gate_metrics = {"teacher_check": check.to_dict(), "alpha": train_cfg.alpha}
-            print(f"[ipd] teacher check: {json.dumps(gate_metrics)}")
+            gate_metrics = {"teacher_check": check.to_dict()}
+            print(f"[ipd] teacher check: {json.dumps(gate_metrics)} -> alpha {train_cfg.alpha:g}")
+        gate_metrics["alpha"] = train_cfg.alpha
         result = distill_policy(
             dataset if dataset is not None else ctx.data,
             iql,
@@ -341,32 +367,22 @@ def _train_sequence_policy(ctx: Context) -> tuple[Policy, Path, dict]:
     stage 2 for augmented data), then distillation."""
     dcfg = section(ctx.cfg, "policy")
     info: dict[str, str] = {}
-    iql = parents = gate = None
+    iql = parents = stage1_model = None
     dataset = ctx.data
     alpha = float(ctx.cfg.policy.train.alpha)
-    gated = alpha > 0 and dcfg.q_term_rule == "teacher_check"
+    gated = alpha > 0 and dcfg.q_term_rule == "teacher_check"  # the gate needs the world model
     if dcfg.use_augmented or dcfg.needs_value or alpha > 0:
         wm, wm_art, iql, iql_art = stage1(ctx, need_world_model=dcfg.use_augmented or gated)
         parents = {"value_hash": iql_art.hash}
         info["value"] = str(iql_art.path)
-        if dcfg.use_augmented or gated:
+        if wm is not None:
+            stage1_model = (wm, wm_art)
             info["world_model"] = str(wm_art.path)
         if dcfg.use_augmented:
             dataset, aug_art = augment(ctx, wm, wm_art, iql, iql_art)
             parents["augment_hash"] = aug_art.hash
             info["augment"] = str(aug_art.path)
-        if gated:  # the Q-term's gate depends on the world model too
-            parents["world_model_hash"] = wm_art.hash
-            gate = functools.partial(
-                teacher_check,
-                wm,
-                iql.actor_prior(),
-                ctx.data,
-                dcfg.teacher_check_horizon,
-                dcfg.teacher_check_starts,
-                ctx.seed,
-            )
-    ckpt, pol_art = distill(ctx, dataset, iql, parents, gate)
+    ckpt, pol_art = distill(ctx, dataset, iql, parents, stage1_model)
     info["policy"] = str(pol_art.path)
     return load_policy(ckpt, ctx.device).policy, ckpt, info
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from ipd.config import (
     to_plain,
     validate_config,
 )
+from ipd.pipeline import policy_stage_config
 from tests.helpers import last_json, run_script
 
 pytestmark = pytest.mark.slow
@@ -272,6 +274,19 @@ def test_artifact_hash_and_lock(tmp_path):
     assert store.artifact("hopper-medium", "value", {"x": 2}).path != a.path
 
 
+def test_teacher_check_keys_enter_the_policy_hash_only_with_a_gated_q_term():
+    """DT and alpha = 0 artifacts stored before the teacher check existed stay valid."""
+
+    def policy_hash(*overrides: str, gated: bool) -> str:
+        cfg = load_config(["algo=ipd", *overrides])
+        ctx = SimpleNamespace(stage_config=lambda key, **p: {key: canonical(to_plain(cfg[key])), **p})
+        return config_hash(policy_stage_config(ctx, {"value_hash": "v"}, gated))
+
+    assert policy_hash("policy.teacher_check_horizon=50", gated=False) == policy_hash(gated=False)
+    assert policy_hash("policy.q_term_rule=always", gated=False) == policy_hash(gated=False)
+    assert policy_hash("policy.teacher_check_horizon=50", gated=True) != policy_hash(gated=True)
+
+
 def test_int_and_float_spellings_of_a_float_field_hash_alike():
     """alpha=0 and alpha=0.0 are one config: the artifact hash must not train the stage twice."""
     as_int, as_float, other = (
@@ -320,7 +335,8 @@ def test_critic_finetuning_changes_the_critic_in_process(data_dir, tmp_path):
     from ipd.pipeline import distill, learn_value, make_context
 
     base = ["preset=smoke", f"data.dir={data_dir}", f"paths.runs={tmp_path}", "data.download=false"]
-    base.append("policy.train.alpha=1")  # the critic is fine-tuned for the Q-term, which needs alpha > 0
+    # the critic is fine-tuned for the Q-term, which needs alpha > 0 (always: no teacher check here)
+    base += ["policy.train.alpha=1", "policy.q_term_rule=always"]
     ctx = make_context(load_config(base + ["policy.finetune_critic=true"]))
     iql, art = learn_value(ctx)
     probe = (ctx.data.observations[:64], ctx.data.actions[:64])

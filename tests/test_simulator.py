@@ -13,9 +13,9 @@ from ipd.simulator import SimulatorDynamics
 from ipd.tasks import get_task
 
 
-def recorded_steps(task_name: str, n: int = 60, seed: int = 1):
+def recorded_steps(task_name: str, n: int = 60, seed: int = 1, env_version: str = "v4"):
     """(obs, action, reward, next_obs, terminated) of a random-action rollout, resetting on falls."""
-    env = make_eval_env(get_task(task_name))
+    env = make_eval_env(get_task(task_name).with_version(env_version))
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     rows = []
@@ -27,13 +27,16 @@ def recorded_steps(task_name: str, n: int = 60, seed: int = 1):
     return [np.asarray(col) for col in zip(*rows, strict=True)]
 
 
+@pytest.mark.parametrize("env_version", ["v4", "v5"])  # v5 pays the healthy reward only while healthy
 @pytest.mark.parametrize("task_name", ["hopper-medium", "walker2d-medium", "halfcheetah-medium"])
-def test_batched_step_matches_the_env_on_exact_states(task_name):
-    obs, act, rew, nxt, term = recorded_steps(task_name)
+def test_batched_step_matches_the_env_on_exact_states(task_name, env_version):
+    obs, act, rew, nxt, term = recorded_steps(task_name, env_version=env_version)
+    assert term.any() or task_name.startswith("halfcheetah")  # the terminating step's reward is checked
     exact = (
         (np.abs(obs) < 9.999).all(1) if not task_name.startswith("halfcheetah") else np.ones(len(obs), bool)
     )
-    out = SimulatorDynamics(get_task(task_name)).step(torch.as_tensor(obs), torch.as_tensor(act))
+    task = get_task(task_name).with_version(env_version)
+    out = SimulatorDynamics(task).step(torch.as_tensor(obs), torch.as_tensor(act))
     assert out.next_states.shape == obs.shape and out.rewards.shape == (len(obs),)
     np.testing.assert_allclose(out.next_states.numpy()[exact], nxt[exact], atol=1e-8)
     np.testing.assert_allclose(out.rewards.numpy()[exact], rew[exact], atol=1e-8)

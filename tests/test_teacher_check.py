@@ -60,20 +60,39 @@ def test_closed_loop_matches_open_loop_rescoring_on_a_real_ensemble():
     np.testing.assert_allclose(closed, open_loop, rtol=1e-5, atol=1e-5)
 
 
-def test_episode_starts_and_returns_skip_imagined_rows_and_a_cut_off_episode():
+def test_episode_starts_and_returns_skip_stitched_rows_and_a_cut_off_episode():
     data = chain_transitions(n_eps=3, length=4)  # returns 4 each, starts at s = 0
     cut = Transitions.concatenate([data, chain_transitions(n_eps=1, length=2, timeout_last=False)])
     cut.terminals[-1] = False  # the last episode has no end: left out
-    imagined = Transitions.concatenate([data, chain_transitions(n_eps=1, length=4)])
-    imagined.extras["imagined"] = np.arange(len(imagined)) >= len(data)
-    imagined.rewards[len(data) :] = 100.0
-    for d in (cut, imagined):
+    stitched = Transitions.concatenate([data, chain_transitions(n_eps=1, length=4)])
+    # a stage-2 dataset: original rows have start_index -1, a stitched trajectory's rows >= 0
+    stitched.extras["start_index"] = np.where(np.arange(len(stitched)) < len(data), -1, 2)
+    stitched.rewards[len(data) :] = 100.0
+    for d in (cut, stitched):
         starts, returns = episode_starts_and_returns(d)
         assert starts[:, 0] == pytest.approx([0, 0, 0]) and returns == pytest.approx([4, 4, 4])
+    # over a horizon shorter than the episodes, only their first steps count (as for the teacher)
+    assert episode_starts_and_returns(data, horizon=3)[1] == pytest.approx([3, 3, 3])
     endless = chain_transitions(n_eps=1, length=3)
     endless.timeouts[:] = False
     with pytest.raises(ValueError, match="no episode end"):
         episode_starts_and_returns(endless)
+
+
+class DivergingElites(LinearElites):
+    """Elite 2 predicts NaN from its third step on (a state that blew up)."""
+
+    def __call__(self, x, members):
+        delta, logvar = super().__call__(x, members)
+        if x[2, 0, 0] >= 2:
+            delta[2] = float("nan")
+        return delta, logvar
+
+
+def test_a_diverging_elite_stops_without_poisoning_the_return():
+    out = member_returns_closed_loop(DivergingElites(), step_actor, np.zeros((1, 1)), horizon=20)
+    assert np.isfinite(out).all()
+    assert out[:, 0] == pytest.approx([6.0, 12.0, 6.0])  # elite 2: two steps of 3, then it stops
 
 
 @pytest.mark.parametrize("data_return, passed", [(5.0, True), (6.0, False)])

@@ -10,11 +10,12 @@ to the actor's level.
 The rule decides this from the training data and the stage-1 models only, never from evaluation
 returns. From the first states of the dataset's episodes it runs the actor closed loop in every
 elite of the world model, each elite following its own trajectory with its mean prediction and
-the task's termination rule, for as many steps as an evaluation episode. The teacher's *model
-return* is the mean over starts of the worst elite's return (ensemble pessimism as in MOPO, Yu et
-al., 2020, applied to policy evaluation). The teacher passes when this return beats the mean
-return of the dataset's complete episodes. Both numbers are undiscounted returns on the same
-reward scale, so the rule needs no reference scores and no threshold to tune.
+the task's termination rule, for ``horizon`` steps (default 1,000, an evaluation episode). The
+teacher's *model return* is the mean over starts of the worst elite's return (ensemble pessimism
+as in MOPO, Yu et al., 2020, applied to policy evaluation). The teacher passes when this return
+beats the mean return of the dataset's complete episodes over their first ``horizon`` steps. Both
+numbers are undiscounted returns on the same reward scale and horizon, so the rule needs no
+reference scores and no threshold to tune.
 
 A pessimistic model return is a biased estimate, and the world model can be wrong: on
 hopper-medium it does not rank BC policies correctly. So the check is a gate on a single term of
@@ -42,7 +43,7 @@ class TeacherCheck:
 
     teacher_return: float  # mean over starts of the worst elite's return
     teacher_return_mean_elite: float  # the same with the elites averaged (how optimistic the model is)
-    data_return: float  # mean return of the dataset's complete episodes
+    data_return: float  # mean return of the dataset's complete episodes (their first `horizon` steps)
     starts: int
     horizon: int
 
@@ -60,7 +61,8 @@ def member_returns_closed_loop(model: Any, act: ActFn, starts: np.ndarray, horiz
 
     ``model`` is an :class:`ipd.models.world_model.EnsembleWorldModel`: elite k steps its own
     trajectory with its mean prediction; a trajectory stops at the model's termination rule.
-    Batched over elites and starts (one actor call per step for all K·N states).
+    Batched over elites and starts (one actor call per step for all K·N states). A trajectory
+    whose prediction turns non-finite stops at that step.
     """
     device = model.device
     k, n = len(model.elites), len(starts)
@@ -72,6 +74,8 @@ def member_returns_closed_loop(model: Any, act: ActFn, starts: np.ndarray, horiz
         mean, _ = model(model.normalize_inputs(states, actions), model.elites)
         delta = mean * model.target_std + model.target_mean
         nxt = states + delta[..., : model.obs_dim]
+        # A trajectory that diverges to inf/NaN stops there, without that step's reward.
+        alive &= torch.isfinite(delta).all(-1)
         ret += torch.where(alive, delta[..., -1], 0.0)
         if model.terminal_fn is not None:
             alive &= ~model.terminal_fn(nxt.reshape(k * n, -1)).reshape(k, n)
@@ -81,17 +85,22 @@ def member_returns_closed_loop(model: Any, act: ActFn, starts: np.ndarray, horiz
     return ret.cpu().numpy()
 
 
-def episode_starts_and_returns(data: Transitions) -> tuple[np.ndarray, np.ndarray]:
+def episode_starts_and_returns(
+    data: Transitions, horizon: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """First state and return of every complete episode (one that ends in a terminal or a
-    timeout; a trailing cut-off one is left out). Imagined rows, if any, are ignored."""
-    if "imagined" in data.extras and np.asarray(data.extras["imagined"]).any():
-        data = data.subset(np.flatnonzero(~np.asarray(data.extras["imagined"], bool)))
+    timeout; a trailing cut-off one is left out), summed over at most ``horizon`` steps, as the
+    teacher's model return is. Only original rows count: a stage-2 dataset's stitched trajectories
+    (``start_index >= 0``: copied prefixes and imagined tails) are left out."""
+    if "start_index" in data.extras:
+        data = data.subset(np.flatnonzero(np.asarray(data.extras["start_index"]) < 0))
     ends = np.flatnonzero(data.terminals | data.timeouts)
     if len(ends) == 0:
         raise ValueError("the teacher check needs complete episodes; the dataset marks no episode end.")
     firsts = np.concatenate([[0], ends[:-1] + 1])
-    returns = np.add.reduceat(data.rewards[: ends[-1] + 1].astype(np.float64), firsts)
-    return data.observations[firsts], returns
+    stops = ends + 1 if horizon is None else np.minimum(ends + 1, firsts + horizon)
+    cumulative = np.concatenate([[0.0], np.cumsum(data.rewards.astype(np.float64))])
+    return data.observations[firsts], cumulative[stops] - cumulative[firsts]
 
 
 def teacher_check(
@@ -100,7 +109,7 @@ def teacher_check(
     """Run the check (module docstring) from ``num_starts`` episode starts drawn with ``seed``."""
     if horizon < 1 or num_starts < 1:
         raise ValueError(f"horizon and num_starts must be >= 1, got {horizon} and {num_starts}")
-    starts, returns = episode_starts_and_returns(data)
+    starts, returns = episode_starts_and_returns(data, horizon)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(starts), min(num_starts, len(starts)), replace=False)
     member = member_returns_closed_loop(model, act, starts[pick], horizon)
