@@ -293,7 +293,7 @@ def report(s: dict, why: str) -> None:
         f"{s['reset_check_reward_error_per_step']:.2e} per step"
     )
     print(
-        f"    L-step return (Σγ^k r + γ^L V):  "
+        f"    L-step return Σr (and Σγ^k r + γ^L V):  "
         f"model {s['return_model']:.1f} ({s['bootstrapped_model']:.1f})  "
         f"real {s['return_real']:.1f} ({s['bootstrapped_real']:.1f})  "
         f"dataset {s['return_dataset']:.1f} ({s['bootstrapped_dataset']:.1f})  "
