@@ -67,12 +67,21 @@ def run_train(cfg: DictConfig) -> float:
             train_time_s=train_time,
             eval_time_s=eval_time,
             versions=library_versions(),
+            q_term=q_term_summary(info),
         )
         logger.log(eval_metrics(result), 0, "final/")
     finally:
         logger.finish()
     print(json.dumps(summary))
     return result.normalized_mean
+
+
+def q_term_summary(artifacts: dict[str, str]) -> dict:
+    """The Q-term weight stage 3 used and the teacher check behind it (empty without a stage 3)."""
+    if "policy" not in artifacts:
+        return {}
+    metrics = Artifact(Path(artifacts["policy"]), {}).metrics()
+    return {k: metrics[k] for k in ("alpha", "teacher_check") if k in metrics}
 
 
 def best_score(final: float, artifacts: dict[str, str]) -> float:

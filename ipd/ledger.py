@@ -42,17 +42,20 @@ LEDGER_FIELDS = (
 def ledger_row(run: dict) -> dict:
     """One finished run (a :func:`finished_runs` row) as a ledger row: its score, its identity and
     the wall time of each stage artifact it used (read now, while the artifacts exist)."""
-    walls, data = {}, None
+    walls, data, extra = {}, None, {}
     for stage, path in (run.get("artifacts") or {}).items():
         data = data or _artifact_data_fingerprint(Path(path))
         try:
-            walls[stage] = float(json.loads((Path(path) / "metrics.json").read_text())["wall_time_s"])
+            metrics = json.loads((Path(path) / "metrics.json").read_text())
+            walls[stage] = float(metrics["wall_time_s"])
         except (OSError, KeyError, ValueError, TypeError):
             continue
+        if stage == "policy" and "alpha" in metrics:  # the Q-term weight stage 3 used (teacher check)
+            extra["q_term_alpha"] = float(metrics["alpha"])
     row = {k: run[k] for k in LEDGER_FIELDS if k in run}
     if data and "data" not in row:  # which dataset build the run trained on (older runs: from artifacts)
         row["data"] = data
-    return {**row, "run": Path(run["run_dir"]).name, "stage_wall_s": walls}  # run: the time-stamped dir
+    return {**row, **extra, "run": Path(run["run_dir"]).name, "stage_wall_s": walls}  # run: time-stamped dir
 
 
 def _artifact_data_fingerprint(path: Path) -> str | None:

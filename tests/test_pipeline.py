@@ -61,6 +61,7 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
     assert check["starts"] == 8 and check["horizon"] == 50
     assert policy_metrics["alpha"] == (3.0 if check["passed"] else 0.0)
     assert check["passed"] == (check["teacher_return"] > check["data_return"])
+    assert metrics["q_term"] == {"alpha": policy_metrics["alpha"], "teacher_check": check}  # in the run's too
 
     # Second call with the same config reuses every stage and says so.
     second = run_script("train.py", "task=hopper-medium", *args)

@@ -276,3 +276,15 @@ def test_best_score_reads_the_periodic_evaluations_of_the_policy_artifact(tmp_pa
     assert best_score(50.0, {"policy": str(tmp_path)}) == 70.0
     assert best_score(80.0, {"policy": str(tmp_path)}) == 80.0  # the final one counts too
     assert best_score(50.0, {"value": str(tmp_path)}) == 50.0  # no policy artifact (IQL): the final
+
+
+def test_ledger_row_keeps_the_q_term_weight_stage_3_used(tmp_path):
+    from ipd.ledger import ledger_row
+
+    policy = tmp_path / "policy" / "p"
+    policy.mkdir(parents=True)
+    (policy / "metrics.json").write_text(json.dumps({"wall_time_s": 60.0, "alpha": 0.0}))
+    run = {**_run_row("hopper-medium", "ipd", 0, 50.0, None), "run_dir": str(tmp_path / "r")}
+    row = ledger_row({**run, "artifacts": {"policy": str(policy)}})
+    assert row["q_term_alpha"] == 0.0 and row["stage_wall_s"] == {"policy": 60.0}
+    assert "q_term_alpha" not in ledger_row(run)  # runs without a stage 3 (IQL, BC) have none
