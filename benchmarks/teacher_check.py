@@ -26,7 +26,12 @@ from ipd.data.sources import default_data_dir
 from ipd.models.policies import load_policy
 from ipd.models.value import IQLLearner
 from ipd.models.world_model import EnsembleWorldModel
-from ipd.planning.teacher_check import episode_starts_and_returns, member_returns_closed_loop, teacher_check
+from ipd.planning.teacher_check import (
+    draw_starts,
+    episode_starts_and_returns,
+    member_returns_closed_loop,
+    teacher_check,
+)
 from ipd.tasks import get_task
 
 
@@ -79,7 +84,7 @@ def main() -> None:
         if not args.policies:
             continue
         starts, _ = episode_starts_and_returns(data)
-        starts = starts[np.random.default_rng(seed).choice(len(starts), check.starts, replace=False)]
+        starts = starts[draw_starts(len(starts), args.starts, seed)]  # the check's own starts
         for m in rows:
             if m["seed"] != seed or m.get("label") not in args.policies.split(","):
                 continue

@@ -259,6 +259,11 @@ SUMMARY_KEYS = ("selected", "accepted", "acceptance_rate", "mean_improvement_acc
 
 
 # ----------------------------------------------------------------------------- stage 3
+def q_term_gated(ctx: Context) -> bool:
+    """Whether stage 3 has a Q-term that the teacher check gates (it then needs the world model)."""
+    return float(ctx.cfg.policy.train.alpha) > 0 and ctx.cfg.policy.q_term_rule == "teacher_check"
+
+
 def policy_stage_config(ctx: Context, parents: dict, gated: bool) -> dict:
     """Stage 3's hashed config. Without a gated Q-term the teacher check's keys change nothing, so
     they stay out of the hash (DT and alpha = 0 artifacts stored before the check stay valid)."""
@@ -284,7 +289,7 @@ def distill(
     """
     dcfg = section(ctx.cfg, "policy")
     train_cfg = section(ctx.cfg, "policy.train")
-    gated = train_cfg.alpha > 0 and dcfg.q_term_rule == "teacher_check"
+    gated = q_term_gated(ctx)
     if gated:  # the Q-term's gate depends on the world model too
         if iql is None:
             raise ValueError("policy.train.alpha > 0 needs the stage-1 critic: pass iql (learn_value(ctx)).")
@@ -369,10 +374,8 @@ def _train_sequence_policy(ctx: Context) -> tuple[Policy, Path, dict]:
     info: dict[str, str] = {}
     iql = parents = stage1_model = None
     dataset = ctx.data
-    alpha = float(ctx.cfg.policy.train.alpha)
-    gated = alpha > 0 and dcfg.q_term_rule == "teacher_check"  # the gate needs the world model
-    if dcfg.use_augmented or dcfg.needs_value or alpha > 0:
-        wm, wm_art, iql, iql_art = stage1(ctx, need_world_model=dcfg.use_augmented or gated)
+    if dcfg.use_augmented or dcfg.needs_value or float(ctx.cfg.policy.train.alpha) > 0:
+        wm, wm_art, iql, iql_art = stage1(ctx, need_world_model=dcfg.use_augmented or q_term_gated(ctx))
         parents = {"value_hash": iql_art.hash}
         info["value"] = str(iql_art.path)
         if wm is not None:

@@ -18,18 +18,12 @@ class LinearElites:
     pays (1 + k)·a; a state past 5 terminates."""
 
     def __init__(self, k: int = 3):
-        self.elites = torch.arange(k)
-        self.device, self.obs_dim = torch.device("cpu"), 1
-        self.target_mean, self.target_std = torch.zeros(2), torch.ones(2)
-        self.terminal_fn = lambda s: s[:, 0] > 5
+        self.elites, self.device = torch.arange(k), torch.device("cpu")
 
-    def normalize_inputs(self, states, actions):
-        return torch.cat([states, actions], -1)
-
-    def __call__(self, x, members):
-        scale = 1.0 + members.float()[:, None, None]
-        delta = torch.cat([x[..., 1:], scale * x[..., 1:]], -1)
-        return delta, torch.zeros_like(delta)
+    def step_members(self, states, actions):
+        nxt = states + actions
+        rewards = (1.0 + self.elites.float()[:, None]) * actions[..., 0]
+        return nxt, rewards, nxt[..., 0] > 5
 
 
 def step_actor(s: torch.Tensor) -> torch.Tensor:
@@ -82,11 +76,11 @@ def test_episode_starts_and_returns_skip_stitched_rows_and_a_cut_off_episode():
 class DivergingElites(LinearElites):
     """Elite 2 predicts NaN from its third step on (a state that blew up)."""
 
-    def __call__(self, x, members):
-        delta, logvar = super().__call__(x, members)
-        if x[2, 0, 0] >= 2:
-            delta[2] = float("nan")
-        return delta, logvar
+    def step_members(self, states, actions):
+        nxt, rewards, terminals = super().step_members(states, actions)
+        if states[2, 0, 0] >= 2:
+            nxt[2], rewards[2] = float("nan"), float("nan")
+        return nxt, rewards, terminals
 
 
 def test_a_diverging_elite_stops_without_poisoning_the_return():

@@ -347,8 +347,9 @@ class EnsembleWorldModel(nn.Module):
         """One step of every elite on its own state, with its mean prediction (no sampling).
 
         ``states`` ``[K, B, obs]`` (K = number of elites: elite k continues its own trajectory),
-        ``actions`` ``[B, act]`` shared -> next states ``[K, B, obs]``, rewards and terminals ``[K, B]``.
-        Used to re-score a planned action sequence under each member (pessimistic acceptance).
+        ``actions`` ``[B, act]`` shared or ``[K, B, act]`` per elite -> next states ``[K, B, obs]``,
+        rewards and terminals ``[K, B]``. Used to re-score a planned action sequence under each
+        member (pessimistic acceptance) and to run a policy closed loop in each (the teacher check).
         """
         k, b = states.shape[0], states.shape[1]
         if k != len(self.elites):

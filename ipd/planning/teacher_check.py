@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ipd.data.transitions import Transitions
+from ipd.data.transitions import Transitions, episode_bounds
 
 ActFn = Callable[[torch.Tensor], torch.Tensor]  # raw states [B, obs] -> actions [B, act] in [-1, 1]
 
@@ -60,25 +60,21 @@ def member_returns_closed_loop(model: Any, act: ActFn, starts: np.ndarray, horiz
     """Undiscounted return of ``act`` from each of ``starts`` ``[N, obs]`` under each elite, ``[K, N]``.
 
     ``model`` is an :class:`ipd.models.world_model.EnsembleWorldModel`: elite k steps its own
-    trajectory with its mean prediction; a trajectory stops at the model's termination rule.
-    Batched over elites and starts (one actor call per step for all K·N states). A trajectory
-    whose prediction turns non-finite stops at that step.
+    trajectory with its mean prediction (``step_members``); a trajectory stops at the model's
+    termination rule. Batched over elites and starts (one actor call per step for all K·N
+    states). A trajectory whose prediction turns non-finite stops at that step.
     """
-    device = model.device
     k, n = len(model.elites), len(starts)
-    states = torch.as_tensor(starts, dtype=torch.float32, device=device).expand(k, n, -1).clone()
-    alive = torch.ones(k, n, dtype=torch.bool, device=device)
-    ret = torch.zeros(k, n, device=device)
+    states = torch.as_tensor(starts, dtype=torch.float32, device=model.device).expand(k, n, -1).clone()
+    alive = torch.ones(k, n, dtype=torch.bool, device=states.device)
+    ret = torch.zeros(k, n, device=states.device)
     for _ in range(horizon):
         actions = act(states.reshape(k * n, -1)).reshape(k, n, -1).to(states)
-        mean, _ = model(model.normalize_inputs(states, actions), model.elites)
-        delta = mean * model.target_std + model.target_mean
-        nxt = states + delta[..., : model.obs_dim]
+        nxt, rewards, terminals = model.step_members(states, actions)
         # A trajectory that diverges to inf/NaN stops there, without that step's reward.
-        alive &= torch.isfinite(delta).all(-1)
-        ret += torch.where(alive, delta[..., -1], 0.0)
-        if model.terminal_fn is not None:
-            alive &= ~model.terminal_fn(nxt.reshape(k * n, -1)).reshape(k, n)
+        alive &= torch.isfinite(nxt).all(-1) & torch.isfinite(rewards)
+        ret += torch.where(alive, rewards, 0.0)
+        alive &= ~terminals
         states = torch.where(alive[..., None], nxt, states)
         if not alive.any():
             break
@@ -94,13 +90,18 @@ def episode_starts_and_returns(
     (``start_index >= 0``: copied prefixes and imagined tails) are left out."""
     if "start_index" in data.extras:
         data = data.subset(np.flatnonzero(np.asarray(data.extras["start_index"]) < 0))
-    ends = np.flatnonzero(data.terminals | data.timeouts)
-    if len(ends) == 0:
+    ends = data.terminals | data.timeouts
+    if not ends.any():
         raise ValueError("the teacher check needs complete episodes; the dataset marks no episode end.")
-    firsts = np.concatenate([[0], ends[:-1] + 1])
-    stops = ends + 1 if horizon is None else np.minimum(ends + 1, firsts + horizon)
+    firsts, lengths = episode_bounds(ends)
+    stops = firsts + (lengths if horizon is None else np.minimum(lengths, horizon))
     cumulative = np.concatenate([[0.0], np.cumsum(data.rewards.astype(np.float64))])
     return data.observations[firsts], cumulative[stops] - cumulative[firsts]
+
+
+def draw_starts(num_episodes: int, num_starts: int, seed: int) -> np.ndarray:
+    """Indices of the episodes the check starts from (stage 3 and ``benchmarks/teacher_check.py``)."""
+    return np.random.default_rng(seed).choice(num_episodes, min(num_starts, num_episodes), replace=False)
 
 
 def teacher_check(
@@ -110,8 +111,7 @@ def teacher_check(
     if horizon < 1 or num_starts < 1:
         raise ValueError(f"horizon and num_starts must be >= 1, got {horizon} and {num_starts}")
     starts, returns = episode_starts_and_returns(data, horizon)
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(starts), min(num_starts, len(starts)), replace=False)
+    pick = draw_starts(len(starts), num_starts, seed)
     member = member_returns_closed_loop(model, act, starts[pick], horizon)
     return TeacherCheck(
         teacher_return=float(member.min(0).mean()),
