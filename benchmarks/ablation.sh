@@ -11,7 +11,8 @@
 # and the oracle arm simcheck (not offline): the accepted rollouts replayed in the real simulator,
 # only real improvements kept (augment.simulator_check, ipd/planning/simulator_check.py); and simdyn
 # (not offline): stage 2 plans and executes in the real simulator instead of the world model
-# (augment.dynamics=simulator, ipd/simulator.py).
+# (augment.dynamics=simulator, ipd/simulator.py). starts256/1024/16384 cap stage 2's planned start states
+# (preset=cpu plans at most 4,096), for the curve of score against imagined data volume.
 # Stages 1-2 are shared (same config hash), so only the distillation runs again.
 # Runs go two at a time, one thread each. Every arm spells out the knobs it changes, so arms keep
 # their meaning when defaults move.
@@ -53,6 +54,10 @@ declare -A arms=(
   [scaled-natural]="policy.token_scale=return_scale policy.imagined_share=null"
   [simcheck]="augment.simulator_check=true"
   [simdyn]="augment.dynamics=simulator"
+  # the imagined-data volume curve (with noaug: 0 rows; results.py tabulates score vs imagined rows)
+  [starts256]="augment.max_starts=256"
+  [starts1024]="augment.max_starts=1024"
+  [starts16384]="augment.max_starts=16384"
 )
 selected=${ARMS:-${!arms[*]}}
 for arm in $selected; do

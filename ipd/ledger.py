@@ -52,6 +52,10 @@ def ledger_row(run: dict) -> dict:
             continue
         if stage == "policy" and "alpha" in metrics:  # the Q-term weight stage 3 used (teacher check)
             extra["q_term_alpha"] = float(metrics["alpha"])
+        if stage == "augment" and "imagined_rows" in metrics:  # the imagined data volume it trained on
+            extra["imagined_rows"] = int(metrics["imagined_rows"])
+    if run.get("algo") == "ipd" and "augment" not in (run.get("artifacts") or {}):
+        extra["imagined_rows"] = 0  # policy.use_augmented=false: the dataset alone
     row = {k: run[k] for k in LEDGER_FIELDS if k in run}
     if data and "data" not in row:  # which dataset build the run trained on (older runs: from artifacts)
         row["data"] = data

@@ -127,6 +127,34 @@ def arms_table(rows: list[dict], exclude: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def imagined_volume_table(rows: list[dict]) -> str:
+    """Score against the imagined data volume (ledger ``imagined_rows``: the distinct imagined rows
+    stage 3 trained on, 0 without stage 2) per task, for the tasks where at least two labels
+    recorded different volumes (e.g. the ``starts*`` and ``noaug`` arms of benchmarks/ablation.sh).
+    Empty when no task has such a pair."""
+    by, tasks, labels = _group(rows)
+    lines = []
+    for t in tasks:
+        cells = []
+        for a in labels:
+            runs = [r for r in by.get((t, a), []) if "imagined_rows" in r]
+            if runs:
+                cells.append((float(np.mean([r["imagined_rows"] for r in runs])), a, runs))
+        if len({round(v) for v, _, _ in cells}) < 2:
+            continue
+        cells.sort(key=lambda c: c[0])
+        lines += [f"| {t} | {a} | {v:,.0f} | {_cell(runs)} |" for v, a, runs in cells]
+    if not lines:
+        return ""
+    head = ["| task | label | imagined rows (mean over seeds) | score |", "| --- | --- | --- | --- |"]
+    note = (
+        "\nImagined rows: the distinct imagined rows in the training data (`imagined_rows` of the stage-2 "
+        "artifact; 0 with `policy.use_augmented=false`). Stage 3 samples them at `policy.imagined_share` of "
+        "its windows whatever their number, so fewer rows are repeated more.\n"
+    )
+    return "\n".join(head + lines) + "\n" + note
+
+
 def stage_times(rows: list[dict]) -> str:
     """Mean wall time (minutes) of each stage's artifact per (task, label) (ledger rows'
     ``stage_wall_s``); a shared artifact is counted in every run that used it, since that is what
@@ -411,6 +439,9 @@ def main() -> None:
             md += "\n## Other labels (ablation arms)\n\n" + arms
     if pairs:
         md += "\n## Comparisons\n\n" + comparisons_table(rows, pairs)
+    volume = imagined_volume_table(rows)
+    if volume:
+        md += "\n## Imagined data volume\n\n" + volume
     md += "\n" + stage_times(rows)
     (args.out / "results.md").write_text(md)
     curves = plot(rows, local_runs, args.out, main_labels)

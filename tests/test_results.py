@@ -288,3 +288,33 @@ def test_ledger_row_keeps_the_q_term_weight_stage_3_used(tmp_path):
     row = ledger_row({**run, "artifacts": {"policy": str(policy)}})
     assert row["q_term_alpha"] == 0.0 and row["stage_wall_s"] == {"policy": 60.0}
     assert "q_term_alpha" not in ledger_row(run)  # runs without a stage 3 (IQL, BC) have none
+
+
+def test_imagined_volume_from_the_augment_artifact_and_its_table(tmp_path):
+    """The ledger records how many imagined rows stage 3 trained on (0 without stage 2), and the
+    results table orders each task's labels by that volume; a task with one volume gets no table."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ipd.ledger import ledger_row
+    from results import imagined_volume_table
+
+    augment = tmp_path / "augment" / "a"
+    augment.mkdir(parents=True)
+    (augment / "metrics.json").write_text(json.dumps({"wall_time_s": 30.0, "imagined_rows": 1200}))
+    run = {**_run_row("hopper-medium", "ipd", 0, 50.0, None), "run_dir": str(tmp_path / "r")}
+    assert ledger_row({**run, "artifacts": {"augment": str(augment)}})["imagined_rows"] == 1200
+    assert ledger_row({**run, "artifacts": {"value": str(augment)}})["imagined_rows"] == 0  # noaug
+    assert "imagined_rows" not in ledger_row({**run, "algo": "dt"})  # DT: not an IPD volume
+
+    rows = [
+        {**_run_row("hopper-medium", "ipd", s, 60.0 + s, None), "imagined_rows": 1200 + s} for s in (0, 1)
+    ] + [
+        {**_run_row("hopper-medium", "ipd-noaug", 0, 40.0, None), "imagined_rows": 0},
+        {**_run_row("hopper-medium", "ipd-starts256", 0, 45.0, None), "imagined_rows": 90},
+        {**_run_row("halfcheetah-medium", "ipd", 0, 44.0, None), "imagined_rows": 3000},
+    ]
+    text = imagined_volume_table(rows)
+    body = [line for line in text.splitlines() if line.startswith("| hopper")]
+    assert [line.split(" | ")[1] for line in body] == ["ipd-noaug", "ipd-starts256", "ipd"]
+    assert "1,200" in body[-1] and "60.5" in body[-1]  # mean volume and mean score over the seeds
+    assert "halfcheetah" not in text  # one volume only: nothing to compare
+    assert imagined_volume_table(rows[-1:]) == ""
