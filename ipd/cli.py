@@ -7,6 +7,7 @@ exit status 2 instead of a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -24,7 +25,7 @@ from ipd.evaluation import evaluate_with_config
 from ipd.generate import GenerateError
 from ipd.io import CheckpointError
 from ipd.logging import run_label, run_logger
-from ipd.models.policies import LoadedPolicy, load_policy
+from ipd.models.policies import DTPolicy, LoadedPolicy, load_policy
 from ipd.pipeline import SUMMARY_KEYS, augment, eval_metrics, evaluate, make_context, stage1, train_policy
 from ipd.rundir import current_run_dir
 from ipd.tasks import TaskSpec, UnknownTaskError, get_task
@@ -132,10 +133,30 @@ def run_evaluate(cfg: DictConfig) -> float:
         raise ConfigError("scripts/evaluate.py needs checkpoint=path/to/policy.pt")
     loaded = load_policy(cfg.checkpoint, resolve_device(cfg.device))
     task = _evaluation_task(cfg, loaded)
+    extra = {}
+    if cfg.get("target_return") is not None:
+        set_target_return(loaded, float(cfg.target_return), str(cfg.checkpoint))
+        extra = {"target_return": float(cfg.target_return)}
     progress = bool(cfg.logging.progress)
     result = evaluate_with_config(loaded.policy, task, cfg.eval, int(cfg.seed), cfg.episodes, progress)
-    print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **result.to_dict()}))
+    print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **extra, **result.to_dict()}))
     return result.normalized_mean
+
+
+def set_target_return(loaded: LoadedPolicy, target_return: float, where: str) -> None:
+    """Evaluate a return-conditioned (DT) policy from another initial return-to-go, e.g. the DT
+    paper's second target or the best return in a mixed dataset. Other policies have no such token:
+    their checkpoint is named with the fix rather than the value being silently ignored."""
+    policy = loaded.policy
+    if not (isinstance(policy, DTPolicy) and policy.cond.mode == "rtg"):
+        mode = policy.cond.mode if isinstance(policy, DTPolicy) else "none"
+        raise ConfigError(
+            f"target_return applies only to return-conditioned policies (algo=dt, policy.condition=rtg); "
+            f"{where} is a '{loaded.kind}' checkpoint with conditioning '{mode}'. Drop target_return=."
+        )
+    if not math.isfinite(target_return):
+        raise ConfigError(f"target_return must be a finite number, got {target_return}.")
+    policy.cond = dataclasses.replace(policy.cond, target_return=target_return)
 
 
 def cli(fn, cfg: DictConfig):

@@ -270,7 +270,14 @@ def _reference() -> DictConfig:
     return ref
 
 
-_TOP_LEVEL_TYPES = {"seed": int, "device": str, "algo": str, "checkpoint": str | None, "episodes": int | None}
+_TOP_LEVEL_TYPES = {
+    "seed": int,
+    "device": str,
+    "algo": str,
+    "checkpoint": str | None,
+    "episodes": int | None,
+    "target_return": float | None,
+}
 
 
 def task_keys() -> list[str]:

@@ -149,6 +149,28 @@ def test_baselines_through_the_same_script(smoke_args, algo):
         )
         res = last_json(ev.stdout)
         assert res["task"] == "hopper-medium" and res["episodes"] == 2
+    check_target_return_override(metrics["checkpoint"], runs, return_conditioned=algo == "dt")
+
+
+def check_target_return_override(checkpoint: str, runs, return_conditioned: bool) -> None:
+    """evaluate.py target_return=: a DT policy starts from it; any other policy names the fix."""
+    from ipd.cli import set_target_return
+    from ipd.config import ConfigError
+    from ipd.models.policies import load_policy
+
+    loaded = load_policy(checkpoint)
+    if not return_conditioned:
+        with pytest.raises(ConfigError, match="Drop target_return"):
+            set_target_return(loaded, 1234.5, checkpoint)
+        return
+    trained_with = loaded.policy.cond.target_return
+    set_target_return(loaded, 1234.5, checkpoint)
+    loaded.policy.reset(3)
+    assert trained_with != 1234.5 and loaded.policy.rtg.tolist() == [1234.5] * 3
+    ev = run_script(
+        "evaluate.py", f"checkpoint={checkpoint}", "episodes=2", "target_return=1234.5", f"paths.runs={runs}"
+    )
+    assert last_json(ev.stdout)["target_return"] == 1234.5
 
 
 def test_dt_vs_ipd_switch_by_config_alone():
