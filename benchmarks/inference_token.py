@@ -62,6 +62,16 @@ def with_target_return(policy: DTPolicy, target: float) -> DTPolicy:
     return DTPolicy(policy.model, policy.state_normalizer, cond, None, policy.device)
 
 
+def eval_num_envs(run: dict) -> int:
+    """The env count the run evaluated with (recorded since EvalResult.num_envs; older runs: their
+    config's eval.num_envs), so that the ``learned`` re-evaluation reproduces the recorded score."""
+    episodes = int(run["eval"]["episodes"])
+    if run["eval"].get("num_envs"):
+        return int(run["eval"]["num_envs"])
+    cfg = yaml.safe_load((Path(run["run_dir"]) / ".hydra" / "config.yaml").read_text())
+    return min(int(cfg["eval"]["num_envs"]), episodes)
+
+
 def refitted_head_policy(run: dict, policy: DTPolicy, timed: bool) -> DTPolicy:
     """``policy`` with a V*(s, t) (``timed``) or V*(s) head fitted to the run's training tokens."""
     arts = run.get("artifacts") or {}
@@ -115,13 +125,13 @@ def main() -> None:
         policy = load_policy(run["checkpoint"]).policy
         if not isinstance(policy, DTPolicy) or policy.cond.mode != "value":
             raise SystemExit(f"error: {run['checkpoint']} is not a value-conditioned DT policy")
-        episodes, seed = int(run["eval"]["episodes"]), int(run["eval"]["seed"])
+        episodes, seed, num_envs = int(run["eval"]["episodes"]), int(run["eval"]["seed"]), eval_num_envs(run)
         scores = {}
         arms = [("learned", policy), ("target", with_target_return(policy, target))]
         if args.refit_head:
             arms.append((args.refit_head, refitted_head_policy(run, policy, args.refit_head == "timed")))
         for name, p in arms:
-            res = evaluate_policy(p, task, episodes, seed=seed, progress=False)
+            res = evaluate_policy(p, task, episodes, num_envs, seed=seed, progress=False)
             scores[name], steps = res.normalized_mean, steps + int(res.lengths.sum())
         rows.append({"seed": run["seed"], "recorded": run["normalized_score"], **scores})
         print(

@@ -54,6 +54,10 @@ class EvalResult:
     wall_time_s: float
     env_id: str = ""  # the gymnasium env evaluated in, e.g. Hopper-v4
     score_reference: str = "d4rl"  # whose reference returns normalised the scores: d4rl | minari
+    # Envs stepped together. Recorded because the policy's batch size changes its float rounding, and
+    # where episodes teeter between falling and running that can move a score: a re-evaluation that
+    # must reproduce a run uses the same count.
+    num_envs: int = 0
 
     @property
     def episodes(self) -> int:
@@ -87,6 +91,7 @@ class EvalResult:
             "score_reference": self.score_reference,
             "episodes": self.episodes,
             "seed": self.seed,
+            "num_envs": self.num_envs,
             "normalized_mean": self.normalized_mean,
             "normalized_std": self.normalized_std,
             "return_mean": self.return_mean,
@@ -185,6 +190,7 @@ def evaluate_policy(
         wall_time_s=time.perf_counter() - t0,
         env_id=task.gym_id,
         score_reference=task.score_reference,
+        num_envs=num_envs,
     )
 
 

@@ -121,6 +121,7 @@ def test_normalized_score_formula_and_summary():
     assert res.return_std == pytest.approx(res.returns.std())
     d = json.loads(json.dumps(res.to_dict()))  # JSON-friendly
     assert d["episodes"] == 2 and d["task"] == "hopper-medium" and d["seed"] == 0
+    assert d["num_envs"] == 2  # recorded: a re-evaluation that must reproduce a run uses the same count
     assert d["returns"] == pytest.approx(res.returns.tolist()) and d["lengths"] == res.lengths.tolist()
     assert d["env_steps"] == int(res.lengths.sum()) and d["wall_time_s"] > 0
 
