@@ -64,12 +64,12 @@ def with_target_return(policy: DTPolicy, target: float) -> DTPolicy:
 
 def eval_num_envs(run: dict) -> int:
     """The env count the run evaluated with (recorded since EvalResult.num_envs; older runs: their
-    config's eval.num_envs), so that the ``learned`` re-evaluation reproduces the recorded score."""
-    episodes = int(run["eval"]["episodes"])
+    config's eval.num_envs, which evaluate_policy caps at the episode count), so that the
+    ``learned`` re-evaluation reproduces the recorded score."""
     if run["eval"].get("num_envs"):
         return int(run["eval"]["num_envs"])
     cfg = yaml.safe_load((Path(run["run_dir"]) / ".hydra" / "config.yaml").read_text())
-    return min(int(cfg["eval"]["num_envs"]), episodes)
+    return int(cfg["eval"]["num_envs"])
 
 
 def refitted_head_policy(run: dict, policy: DTPolicy, timed: bool) -> DTPolicy:

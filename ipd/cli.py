@@ -7,7 +7,6 @@ exit status 2 instead of a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import math
@@ -135,8 +134,8 @@ def run_evaluate(cfg: DictConfig) -> float:
     task = _evaluation_task(cfg, loaded)
     extra = {}
     if cfg.get("target_return") is not None:
-        set_target_return(loaded, float(cfg.target_return), str(cfg.checkpoint))
         extra = {"target_return": float(cfg.target_return)}
+        set_target_return(loaded, extra["target_return"], str(cfg.checkpoint))
     progress = bool(cfg.logging.progress)
     result = evaluate_with_config(loaded.policy, task, cfg.eval, int(cfg.seed), cfg.episodes, progress)
     print(json.dumps({"task": task.name, "checkpoint": str(cfg.checkpoint), **extra, **result.to_dict()}))
@@ -156,7 +155,7 @@ def set_target_return(loaded: LoadedPolicy, target_return: float, where: str) ->
         )
     if not math.isfinite(target_return):
         raise ConfigError(f"target_return must be a finite number, got {target_return}.")
-    policy.cond = dataclasses.replace(policy.cond, target_return=target_return)
+    policy.set_target_return(target_return)
 
 
 def cli(fn, cfg: DictConfig):

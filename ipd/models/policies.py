@@ -73,10 +73,15 @@ class DTPolicy:
         target_return: float | None = None,
     ) -> DTPolicy:
         b = load_dt(path, device)
-        cond = b.conditioning
+        policy = cls(b.model, b.state_normalizer, b.conditioning, value_fn, device, bf16)
         if target_return is not None:
-            cond = dataclasses.replace(cond, target_return=target_return)
-        return cls(b.model, b.state_normalizer, cond, value_fn, device, bf16)
+            policy.set_target_return(target_return)
+        return policy
+
+    def set_target_return(self, target_return: float) -> None:
+        """Start the episodes of the next :meth:`reset` from this return-to-go (env units); the
+        token that ``rtg`` conditioning decrements by the rewards received."""
+        self.cond = dataclasses.replace(self.cond, target_return=float(target_return))
 
     def reset(self, num_envs: int) -> None:
         n, k, dev = num_envs, self.context, self.device
