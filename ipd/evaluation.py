@@ -29,7 +29,6 @@ default, which share the D4RL v2 MuJoCo models (docs/design.md §3).
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ipd.envs import make_task_env
 from ipd.models.base import Policy
 from ipd.tasks import TaskSpec, get_task
 
@@ -106,9 +106,7 @@ class EvalResult:
 
 def make_eval_env(task: TaskSpec, max_episode_steps: int = 1000) -> gym.Env:
     """The task's evaluation env (``task.gym_id`` with ``task.env_kwargs``) with a time limit."""
-    with warnings.catch_warnings():  # "Hopper-v4 is out of date": v4 is the D4RL-compatible version
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return gym.make(task.gym_id, max_episode_steps=max_episode_steps, **dict(task.env_kwargs))
+    return make_task_env(task, max_episode_steps)
 
 
 def make_vector_env(

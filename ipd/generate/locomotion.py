@@ -15,10 +15,10 @@ The step loop runs in Python over envs; per transition it costs little beside th
 
 from __future__ import annotations
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 
+from ipd.envs import make_task_env
 from ipd.generate import exact
 from ipd.locomotion_terms import LocomotionTerms
 from ipd.tasks import TaskSpec
@@ -31,7 +31,7 @@ class BatchedLocomotion:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.task = task
-        env = gym.make(task.gym_id, **dict(task.env_kwargs))
+        env = make_task_env(task)
         sim = env.unwrapped
         self.model = sim.model
         self.frame_skip, self.dt = int(sim.frame_skip), float(sim.dt)
