@@ -6,9 +6,13 @@ horizon and seed), and prints the teacher's pessimistic model return beside the 
 episode return, both D4RL-normalised. With ``--policies`` it also runs every memoryless policy
 checkpoint of that seed (the IQL actor, BC, 10%BC) closed loop in the same world model and prints
 its model return (worst elite, mean elite) beside its real evaluation score: the gate is only as
-good as that ranking. One JSON line per row; the last line is the wall time.
+good as that ranking. With ``--action-gap`` it also prints two candidate gates that need no world
+model, on ``--gap-states`` dataset states: the teacher's action deviation from the data's actions
+(mean squared, and relative to the data's per-dimension action variance) and its Q gain
+(Q(s, teacher) - Q(s, data) over mean |Q|, and the share of states where it is positive).
+One JSON line per row; the last line is the wall time.
 
-    python benchmarks/teacher_check.py --task hopper-medium [--policies iql,bc,bc10]
+    python benchmarks/teacher_check.py --task hopper-medium [--policies iql,bc,bc10] [--action-gap]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 
 from ipd.data import read_hdf5
 from ipd.data.sources import default_data_dir
+from ipd.data.transitions import Transitions
 from ipd.models.policies import load_policy
 from ipd.models.value import IQLLearner
 from ipd.models.world_model import EnsembleWorldModel
@@ -49,6 +54,22 @@ def stage1_by_seed(rows: list[dict]) -> dict[int, tuple[str, str]]:
     return out
 
 
+def teacher_action_gap(iql: IQLLearner, data: Transitions, states: int, seed: int) -> dict[str, float]:
+    """How far the IQL actor's actions are from the data's, and what Q says it gains by them."""
+    idx = np.random.default_rng(seed).choice(len(data.observations), states, replace=False)
+    obs, act = data.observations[idx], data.actions[idx]
+    with torch.inference_mode():
+        teacher = np.asarray(iql.act(obs))
+        q_teacher, q_data = np.asarray(iql.q(obs, teacher)), np.asarray(iql.q(obs, act))
+    mse = float(((teacher - act) ** 2).mean())
+    return {
+        "action_mse": round(mse, 4),
+        "action_mse_over_data_var": round(mse / float(act.var(0).mean()), 3),
+        "q_gain_over_mean_abs_q": round(float((q_teacher - q_data).mean() / np.abs(q_data).mean()), 4),
+        "share_q_teacher_above_data": round(float((q_teacher > q_data).mean()), 3),
+    }
+
+
 def memoryless_act(checkpoint: str):
     policy = load_policy(checkpoint).policy
 
@@ -67,6 +88,8 @@ def main() -> None:
     p.add_argument("--starts", type=int, default=100)
     p.add_argument("--horizon", type=int, default=1000)
     p.add_argument("--policies", default="", help="labels of memoryless runs to rank, e.g. iql,bc,bc10")
+    p.add_argument("--action-gap", action="store_true", help="also the model-free candidate gates")
+    p.add_argument("--gap-states", type=int, default=20000)
     args = p.parse_args()
     t0 = time.perf_counter()
     task = get_task(args.task)
@@ -81,6 +104,9 @@ def main() -> None:
             "seed": seed, "teacher": norm(check.teacher_return), "teacher_mean_elite":
             norm(check.teacher_return_mean_elite), "data": norm(check.data_return), "passed": check.passed,
         }), flush=True)  # fmt: skip
+        if args.action_gap:
+            gap = teacher_action_gap(iql, data, min(args.gap_states, len(data.observations)), seed)
+            print(json.dumps({"seed": seed, **gap}), flush=True)
         if not args.policies:
             continue
         starts, _ = episode_starts_and_returns(data)
