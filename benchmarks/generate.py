@@ -68,11 +68,10 @@ class Float32Policy:
 
 def one_env_loop(task, steps: int, seed: int = 0) -> float:
     """Transitions/s of the one-env gymnasium loop (rows stored as a builder would)."""
-    import gymnasium as gym
-
+    from ipd.envs import make_task_env
     from ipd.generate.assets import policy_path
 
-    env = gym.make(task.gym_id)
+    env = make_task_env(task)  # the env BatchedLocomotion reproduces, task.env_kwargs included
     policy = Float32Policy(str(policy_path(task.env.name, task.level)), seed)
     rows = np.zeros((steps, 2 * task.obs_dim + task.act_dim + 1), np.float32)
     obs, _ = env.reset(seed=seed)
