@@ -36,18 +36,18 @@ from torch import nn
 
 from ipd.data import Transitions, episode_bounds, read_hdf5
 from ipd.data.sources import default_data_dir
+from ipd.envs import make_task_env
 from ipd.models.world_model import EnsembleWorldModel, WorldModelConfig, soft_clamp_logvar
 from ipd.models.world_model_training import train_world_model
-from ipd.tasks import get_task
+from ipd.tasks import TaskSpec, get_task
 from ipd.utils import resolve_device
 
 
 # ----------------------------------------------------------------------------- data
-def rollout_dataset(gym_id: str, n_steps: int, max_episode_steps: int = 200, seed: int = 0) -> Transitions:
-    """Random-policy rollouts in D4RL layout (for machines without the shared hdf5 files)."""
-    import gymnasium as gym  # noqa: PLC0415
-
-    env = gym.make(gym_id)
+def rollout_dataset(task: TaskSpec, n_steps: int, max_episode_steps: int = 200, seed: int = 0) -> Transitions:
+    """Random-policy rollouts in D4RL layout (for machines without the shared hdf5 files), in the
+    task's own env (``make_task_env``: its version and ``env_kwargs``)."""
+    env = make_task_env(task)
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     rows: dict[str, list] = {k: [] for k in ("o", "a", "r", "n", "te", "to")}
@@ -75,7 +75,7 @@ def load_data(args: argparse.Namespace) -> tuple[Transitions, str]:
         print(
             f"[data] {'--rollout-dataset' if args.rollout_dataset else f'{path} missing'}: {n} random steps"
         )
-        return rollout_dataset(task.gym_id, n), f"random-policy rollouts ({n} steps)"
+        return rollout_dataset(task, n), f"random-policy rollouts ({n} steps)"
     return read_hdf5(path), str(path)
 
 
