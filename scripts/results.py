@@ -344,7 +344,9 @@ def plot(
     rows: list[dict], local_runs: list[dict], out: Path, labels: list[str] | None = None
 ) -> dict[str, int]:
     """Write scores.png (``rows``: all labels, or ``labels``) and curves.png (the ``metrics.csv`` of
-    the runs present here); return how many runs each curve panel found."""
+    the runs present here); return how many runs each curve panel found. Where no run here logged
+    a curve (a table rebuilt from the ledger alone), an existing curves.png is left as it is
+    rather than replaced by empty axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,15 +370,20 @@ def plot(
     fig.savefig(out / "scores.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    found = {LOSS_KEY: 0, EVAL_KEY: 0}
+    curves = {key: [] for key in (LOSS_KEY, EVAL_KEY)}
     for r in local_runs:
         label = f"{r['task']}/{r['label']}/s{r.get('seed', '?')}"
-        for ax, key in zip(axes, found, strict=True):
+        for key, found_curves in curves.items():
             x, y = read_curve(Path(r["run_dir"]), key)
             if len(x):
-                ax.plot(x, y, label=label)
-                found[key] += 1
+                found_curves.append((x, y, label))
+    found = {key: len(c) for key, c in curves.items()}
+    if not any(found.values()):
+        return {"runs_with_loss_curve": 0, "runs_with_eval_curve": 0, "curves.png": 0}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, found_curves in zip(axes, curves.values(), strict=True):
+        for x, y, label in found_curves:
+            ax.plot(x, y, label=label)
     axes[0].set_title("policy action-regression loss")
     axes[1].set_title("periodic evaluation (normalised score)")
     if not found[EVAL_KEY]:
@@ -450,9 +457,10 @@ def main() -> None:
     print(md)
     print(", ".join(f"{k}: {v}" for k, v in curves.items()))
     ledger_note = f", {args.ledger} ({len(rows)} rows)" if args.ledger else ""
-    print(
-        f"wrote {args.out / 'results.md'}, {args.out / 'scores.png'}, {args.out / 'curves.png'}{ledger_note}"
-    )
+    written = [args.out / "results.md", args.out / "scores.png"]
+    if curves.get("curves.png", 1):
+        written.append(args.out / "curves.png")
+    print(f"wrote {', '.join(map(str, written))}{ledger_note}")
 
 
 if __name__ == "__main__":

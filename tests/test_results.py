@@ -167,14 +167,18 @@ def test_results_ledger_combines_committed_and_local_runs(tmp_path):
     assert "data" not in rows[0] and rows[1]["data"] == "a5749f1dd98df165"  # recorded from the artifact
     assert rows[1]["versions"] == {"mujoco": "4.0.0"}  # the software the run used, kept in the ledger
     assert "(2 rows)" in proc.stdout
-    # Without local runs the ledger alone rebuilds the same table.
-    subprocess.run(
+    # Without local runs the ledger alone rebuilds the same table, and curves.png (drawn from
+    # local runs' metrics.csv) is left as it was instead of replaced by empty axes.
+    (out / "curves.png").write_bytes(b"earlier figure")
+    proc = subprocess.run(
         [*argv[:2], "--runs", str(tmp_path / "none"), "--out", str(out), "--ledger", str(ledger)],
         capture_output=True,
         text=True,
         check=True,
     )
     assert "| hopper-medium | 65.0 ± 5.0 (n=2) |" in (out / "results.md").read_text()
+    assert (out / "curves.png").read_bytes() == b"earlier figure"
+    assert "curves.png" not in proc.stdout.splitlines()[-1]
 
 
 def test_ledger_sorts_seeds_as_numbers():
