@@ -29,7 +29,7 @@ from ipd.pipeline import SUMMARY_KEYS, augment, eval_metrics, evaluate, make_con
 from ipd.rundir import current_run_dir
 from ipd.tasks import TaskSpec, UnknownTaskError, get_task
 from ipd.training import TrainingInterrupted
-from ipd.utils import library_versions, resolve_device
+from ipd.utils import library_versions, resolve_device, unmet_requirements
 
 register_schemas()  # before Hydra composes the scripts' config
 
@@ -179,12 +179,21 @@ def fail(message: str, status: int = 2) -> None:
 
 def precheck(argv: list[str], runs: bool = True) -> None:
     """Checks Hydra would fail on with a traceback or without a hint, run before it composes:
-    a config-group choice that does not exist (``task=hoper-medium``: the closest match is named)
-    and a ``paths.runs`` that cannot be created or written. Exits 2 with one paragraph."""
+    installed packages below ipd's requirements, a config-group choice that does not exist
+    (``task=hoper-medium``: the closest match is named) and a ``paths.runs`` that cannot be
+    created or written. Exits 2 with one paragraph."""
     from omegaconf import OmegaConf
 
     from ipd.config import CONFIG_DIR
 
+    unmet = unmet_requirements()
+    if unmet:
+        fixes = " ".join(f"'{line.rpartition(' needs ')[2]}'" for line in unmet)
+        fail(
+            "error: the installed packages do not meet ipd's requirements:\n  "
+            + "\n  ".join(unmet)
+            + f"\nInstall them with: pip install {fixes}"
+        )
     try:
         for arg in argv:
             key, sep, value = arg.partition("=")

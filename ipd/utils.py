@@ -49,6 +49,37 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def unmet_requirements(distribution: str = "ipd") -> list[str]:
+    """The installed ``distribution``'s own requirements (not its extras') that this environment does
+    not meet, one line each; empty when all are met, or when ``distribution`` is not installed (a
+    source tree used without ``pip install -e .``).
+
+    Another package's pin can move a dependency below ipd's floor after ipd was installed (d3rlpy
+    2.8.1 pins gymnasium 1.0.0, which lacks the vector evaluation's ``AutoresetMode``); without this
+    check the run would train for its whole budget and fail at its first evaluation."""
+    from packaging.requirements import Requirement  # noqa: PLC0415
+
+    try:
+        requires = metadata.requires(distribution) or []
+    except metadata.PackageNotFoundError:
+        return []
+    problems = []
+    for line in requires:
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # an extra's requirement, or one for another platform or Python
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        wanted = f"{req.name}{extras}{req.specifier}"
+        try:
+            found = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{req.name} is not installed; {distribution} needs {wanted}")
+            continue
+        if not req.specifier.contains(found, prereleases=True):
+            problems.append(f"{req.name} {found} is installed; {distribution} needs {wanted}")
+    return problems
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available; anything else is passed to ``torch.device``."""
     if device == "auto":

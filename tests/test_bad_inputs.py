@@ -73,6 +73,36 @@ def test_task_typo_and_unwritable_runs_dir_fail_before_hydra(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_packages_below_the_floors_fail_before_any_work_with_the_install_command(monkeypatch, capsys):
+    """A dependency moved below ipd's floor after install (d3rlpy pins gymnasium 1.0.0) or removed is
+    named with the version found and the one needed; an extra's requirement is not checked."""
+    from importlib import metadata
+
+    from ipd import cli, utils
+
+    requires = ["gymnasium[mujoco]>=1.1", "h5py>=3.8", "torch>=2.5", 'pytest>=7.4; extra == "dev"']
+    installed = {"gymnasium": "1.0.0", "torch": "2.13.0+cpu", "pytest": "1.0"}
+
+    def version(name):
+        if name not in installed:
+            raise metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(utils.metadata, "requires", lambda dist: requires)
+    monkeypatch.setattr(utils.metadata, "version", version)
+    assert utils.unmet_requirements() == [
+        "gymnasium 1.0.0 is installed; ipd needs gymnasium[mujoco]>=1.1",
+        "h5py is not installed; ipd needs h5py>=3.8",
+    ]
+    with pytest.raises(SystemExit) as info:
+        cli.precheck(["task=hopper-medium"], runs=False)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "do not meet ipd's requirements" in err
+    assert "pip install 'gymnasium[mujoco]>=1.1' 'h5py>=3.8'" in err
+    installed.update(gymnasium="1.4.0", h5py="3.12.1")
+    assert utils.unmet_requirements() == []
+
+
 def test_ctrl_c_is_one_line_with_the_way_to_resume(capsys):
     from ipd.cli import cli
     from ipd.training import TrainingInterrupted
