@@ -3,7 +3,7 @@
 
 Writes `<data.dir>/<task>.hdf5` (where `scripts/train.py` finds it) in the D4RL hdf5 layout, from
 the behaviour policies and replay buffers that ipd ships (ipd/generate/assets/NOTICE.md), or from
-`policy=` / `replay=`. The last stdout line is one JSON object: the file and its attributes.
+`behaviour_policy=` / `replay=`. The last stdout line is one JSON object: the file and its attributes.
 It is not the D4RL release: scores on it are not comparable with published D4RL tables.
 """
 
@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> None:
             out_dir=cfg.data.dir,
             path=cfg.out,
             env_version=cfg.task.get("env_version"),
-            policy=cfg.policy,
+            policy=cfg.behaviour_policy,
             replay=cfg.replay,
             action_noise=float(cfg.action_noise),
             num_envs=cfg.num_envs,
@@ -54,5 +54,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if any(arg.startswith("policy=") for arg in sys.argv[1:]):  # else: "Unknown policy ... Choose one of: dt"
+        fail(
+            "error: the behaviour policy is `behaviour_policy=/path/to/weights.npz` (or an ipd .pt); "
+            "`policy` names a config group of the training configs."
+        )
     precheck(sys.argv[1:], runs=False)
     main()

@@ -3,6 +3,7 @@ missing-asset errors, the fallback order of data.source=auto, and the data's ori
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -152,7 +153,7 @@ def test_never_overwrites_silently_and_checks_arguments(tmp_path):
 
 def test_missing_assets_say_what_is_missing_and_how_to_supply_it(tmp_path):
     with pytest.raises(
-        GenerateError, match=r"no walker2d medium behaviour policy.*policy=/path/to/weights.npz"
+        GenerateError, match=r"no walker2d medium behaviour policy.*behaviour_policy=/path/to/weights.npz"
     ):
         make_dataset("walker2d-medium", size=100, out_dir=tmp_path)
     with pytest.raises(GenerateError, match=r"no walker2d replay buffer.*replay=/path/to/buffer.npz"):
@@ -183,6 +184,21 @@ def test_user_policy_file_and_v5_env(tmp_path):
     np.savez(tmp_path / "bad.npz", W0=np.zeros((2, 2)))
     with pytest.raises(BehaviourError, match="lack"):
         make_dataset("walker2d-medium", size=50, policy=tmp_path / "bad.npz", out_dir=tmp_path / "z")
+
+
+def test_script_takes_the_behaviour_policy_and_names_the_key_for_policy(tmp_path):
+    """``policy`` is a config group of the shared configs/ tree, so the script's key is
+    ``behaviour_policy=``; ``policy=`` gets an error that names it."""
+    from tests.helpers import run_script
+
+    np.savez(tmp_path / "mine.npz", **TanhGaussianMLP.random_init(17, 6, seed=4).weights)
+    common = ("task=walker2d-medium", "size=200", "num_envs=2", "progress=false", f"data.dir={tmp_path}")
+    proc = run_script("make_dataset.py", *common, f"behaviour_policy={tmp_path / 'mine.npz'}", timeout=120)
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["path"] == str(tmp_path / "walker2d-medium-200.hdf5")
+    assert info["behaviour_policy"].endswith("mine.npz")
+    proc = run_script("make_dataset.py", *common, f"policy={tmp_path / 'mine.npz'}", check=False, timeout=120)
+    assert proc.returncode == 2 and "behaviour_policy=" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_ipd_checkpoint_as_behaviour_policy(tmp_path, hopper_transitions):

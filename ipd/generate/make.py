@@ -238,9 +238,10 @@ def _missing_policy(task: TaskSpec, level: str, shipped: Path) -> str:
     return (
         f"Cannot generate {task.env.name}-{level}: ipd ships no {task.env.name} {level} behaviour policy "
         f"(looked for {shipped}; shipped: {shipped_names}). "
-        f"Supply one: policy=/path/to/weights.npz (the shipped format: W0 b0 W1 b1 Wmu bmu Wls bls) or "
-        "policy=/path/to/ipd_policy.pt (an ipd IQL/BC/DT checkpoint trained on this env), e.g. "
-        f"`python scripts/make_dataset.py task={task.env.name}-{level} policy=...`."
+        f"Supply one: behaviour_policy=/path/to/weights.npz (the shipped format: W0 b0 W1 b1 Wmu bmu Wls "
+        "bls) or behaviour_policy=/path/to/ipd_policy.pt (an ipd IQL/BC/DT checkpoint trained on this env), "
+        f"e.g. `python scripts/make_dataset.py task={task.env.name}-{level} behaviour_policy=...` "
+        "(from Python: make_dataset(..., policy=...))."
     )
 
 
