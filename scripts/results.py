@@ -379,7 +379,7 @@ def plot(
                 found_curves.append((x, y, label))
     found = {key: len(c) for key, c in curves.items()}
     if not any(found.values()):
-        return {"runs_with_loss_curve": 0, "runs_with_eval_curve": 0, "curves.png": 0}
+        return {"runs_with_loss_curve": 0, "runs_with_eval_curve": 0}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, found_curves in zip(axes, curves.values(), strict=True):
         for x, y, label in found_curves:
@@ -458,7 +458,7 @@ def main() -> None:
     print(", ".join(f"{k}: {v}" for k, v in curves.items()))
     ledger_note = f", {args.ledger} ({len(rows)} rows)" if args.ledger else ""
     written = [args.out / "results.md", args.out / "scores.png"]
-    if curves.get("curves.png", 1):
+    if curves["runs_with_loss_curve"] or curves["runs_with_eval_curve"]:  # else curves.png is left as it was
         written.append(args.out / "curves.png")
     print(f"wrote {', '.join(map(str, written))}{ledger_note}")
 
