@@ -188,10 +188,10 @@ def precheck(argv: list[str], runs: bool = True) -> None:
 
     unmet = unmet_requirements()
     if unmet:
-        fixes = " ".join(f"'{line.rpartition(' needs ')[2]}'" for line in unmet)
+        fixes = " ".join(f"'{req.wanted}'" for req in unmet)
         fail(
             "error: the installed packages do not meet ipd's requirements:\n  "
-            + "\n  ".join(unmet)
+            + "\n  ".join(map(str, unmet))
             + f"\nInstall them with: pip install {fixes}"
         )
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
@@ -49,10 +50,28 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def unmet_requirements(distribution: str = "ipd") -> list[str]:
+@dataclass(frozen=True)
+class UnmetRequirement:
+    """One requirement of ``distribution`` that this environment does not meet."""
+
+    name: str
+    found: str | None  # the installed version; None when not installed
+    wanted: str  # the requirement as pip takes it, e.g. ``gymnasium[mujoco]>=1.1``
+    distribution: str = "ipd"
+
+    def __str__(self) -> str:
+        have = (
+            f"{self.name} is not installed"
+            if self.found is None
+            else f"{self.name} {self.found} is installed"
+        )
+        return f"{have}; {self.distribution} needs {self.wanted}"
+
+
+def unmet_requirements(distribution: str = "ipd") -> list[UnmetRequirement]:
     """The installed ``distribution``'s own requirements (not its extras') that this environment does
-    not meet, one line each; empty when all are met, or when ``distribution`` is not installed (a
-    source tree used without ``pip install -e .``).
+    not meet; empty when all are met, or when ``distribution`` is not installed (a source tree used
+    without ``pip install -e .``).
 
     Another package's pin can move a dependency below ipd's floor after ipd was installed (d3rlpy
     2.8.1 pins gymnasium 1.0.0, which lacks the vector evaluation's ``AutoresetMode``); without this
@@ -73,10 +92,10 @@ def unmet_requirements(distribution: str = "ipd") -> list[str]:
         try:
             found = metadata.version(req.name)
         except metadata.PackageNotFoundError:
-            problems.append(f"{req.name} is not installed; {distribution} needs {wanted}")
+            problems.append(UnmetRequirement(req.name, None, wanted, distribution))
             continue
         if not req.specifier.contains(found, prereleases=True):
-            problems.append(f"{req.name} {found} is installed; {distribution} needs {wanted}")
+            problems.append(UnmetRequirement(req.name, found, wanted, distribution))
     return problems
 
 

@@ -90,7 +90,7 @@ def test_packages_below_the_floors_fail_before_any_work_with_the_install_command
 
     monkeypatch.setattr(utils.metadata, "requires", lambda dist: requires)
     monkeypatch.setattr(utils.metadata, "version", version)
-    assert utils.unmet_requirements() == [
+    assert [str(req) for req in utils.unmet_requirements()] == [
         "gymnasium 1.0.0 is installed; ipd needs gymnasium[mujoco]>=1.1",
         "h5py is not installed; ipd needs h5py>=3.8",
     ]
