@@ -13,6 +13,9 @@ predicts (``policy.condition=value``). This script takes the finished train runs
    refitted on the run's own training tokens (same τ, updates and seed as its bundled head), with
    the episode step as an input (V*(s, t), ``policy.token_head_time=true``) or without (V*(s)),
    rebuilt from the run's value and augment artifacts: the other head than the run's own.
+4. ``tau=<τ>`` (with ``--expectiles τ ...``): the same network with a head of the run's own kind
+   refitted at another expectile τ: a less optimistic token (τ = 0.5 asks for the mean return
+   the data reached from s_t, the run's 0.99 for nearly the best).
 
 If ``target`` scores much higher, the learned token is what holds the policy back; if they
 match, the score is set by what the network learned (data, objective, seed). The ratio printed
@@ -21,6 +24,8 @@ is learned / target; throughput is env steps per second of the re-evaluations.
     python benchmarks/inference_token.py --task hopper-medium --label ipd-3k
     python benchmarks/inference_token.py --task hopper-medium --label ipd-noaug-3k --target 3000
     python benchmarks/inference_token.py --task hopper-medium --label ipd-3k --refit-head state
+    python benchmarks/inference_token.py --task halfcheetah-medium-expert --label ipd-alpha0 \
+        --expectiles 0.9 0.7 0.5
 """
 
 from __future__ import annotations
@@ -72,8 +77,11 @@ def eval_num_envs(run: dict) -> int:
     return int(cfg["eval"]["num_envs"])
 
 
-def refitted_head_policy(run: dict, policy: DTPolicy, timed: bool) -> DTPolicy:
-    """``policy`` with a V*(s, t) (``timed``) or V*(s) head fitted to the run's training tokens."""
+def refitted_head_policies(
+    run: dict, policy: DTPolicy, timed: bool | None, expectiles: list[float] | None = None
+) -> list[DTPolicy]:
+    """``policy`` with heads refitted to the run's training tokens, one per τ in ``expectiles``
+    (default: the run's own τ): V*(s, t) if ``timed``, V*(s) if not, the run's own kind if None."""
     arts = run.get("artifacts") or {}
     if "value" not in arts or "policy" not in arts:
         raise SystemExit(
@@ -93,9 +101,14 @@ def refitted_head_policy(run: dict, policy: DTPolicy, timed: bool) -> DTPolicy:
     head_cfg = ValueHeadConfig(
         dcfg.token_expectile, num_updates=dcfg.token_head_updates, seed=int(run["seed"])
     )
+    timed = dcfg.token_head_time if timed is None else timed
     steps = traj.timesteps if timed else None
-    head, _ = fit_value_head(traj.transitions.observations, tokens, head_cfg, "cpu", False, steps, max_t)
-    return DTPolicy(policy.model, policy.state_normalizer, policy.cond, head, policy.device)
+    policies = []
+    for tau in expectiles or [dcfg.token_expectile]:
+        cfg = dataclasses.replace(head_cfg, expectile=float(tau))
+        head, _ = fit_value_head(traj.transitions.observations, tokens, cfg, "cpu", False, steps, max_t)
+        policies.append(DTPolicy(policy.model, policy.state_normalizer, policy.cond, head, policy.device))
+    return policies
 
 
 def main() -> None:
@@ -111,7 +124,16 @@ def main() -> None:
         default=None,
         help="also evaluate with a refitted V*(s, t) (timed) or V*(s) (state) head",
     )
+    ap.add_argument(
+        "--expectiles",
+        type=float,
+        nargs="+",
+        default=None,
+        help="also evaluate with heads of the run's own kind refitted at these expectiles τ",
+    )
     args = ap.parse_args()
+    if args.expectiles and not all(0.0 < t < 1.0 for t in args.expectiles):
+        ap.error(f"--expectiles must lie in (0, 1), got {args.expectiles}")
     torch.set_num_threads(1)
     runs = [r for r in finished_runs(args.runs) if r["task"] == args.task and r["label"] == args.label]
     runs = sorted((r for r in runs if r.get("checkpoint") and r.get("eval")), key=lambda r: r["seed"])
@@ -129,7 +151,11 @@ def main() -> None:
         scores = {}
         arms = [("learned", policy), ("target", with_target_return(policy, target))]
         if args.refit_head:
-            arms.append((args.refit_head, refitted_head_policy(run, policy, args.refit_head == "timed")))
+            timed = args.refit_head == "timed"
+            arms.append((args.refit_head, refitted_head_policies(run, policy, timed)[0]))
+        if args.expectiles:
+            heads = refitted_head_policies(run, policy, None, args.expectiles)
+            arms += [(f"tau={t:g}", p) for t, p in zip(args.expectiles, heads, strict=True)]
         for name, p in arms:
             res = evaluate_policy(p, task, episodes, num_envs, seed=seed, progress=False)
             scores[name], steps = res.normalized_mean, steps + int(res.lengths.sum())
@@ -138,6 +164,7 @@ def main() -> None:
             f"seed {run['seed']}: recorded {run['normalized_score']:.1f}  learned {scores['learned']:.1f}"
             f"  target {target:g}: {scores['target']:.1f}"
             + (f"  refitted {args.refit_head} head: {scores[args.refit_head]:.1f}" if args.refit_head else "")
+            + "".join(f"  {k}: {v:.1f}" for k, v in scores.items() if k.startswith("tau="))
         )
     learned, tuned = (float(np.mean([r[k] for r in rows])) for k in ("learned", "target"))
     wall = time.perf_counter() - t0
@@ -159,6 +186,9 @@ def main() -> None:
         "target_mean": tuned,
         "refit_head": args.refit_head,
         "refit_mean": refit,
+        "expectile_means": {
+            f"{t:g}": float(np.mean([r[f"tau={t:g}"] for r in rows])) for t in args.expectiles or []
+        },
         "runs": rows,
         "env_steps_per_s": steps / wall,
     }

@@ -136,8 +136,13 @@ def test_integer_observations_are_named_when_cast(tmp_path):
         del f["observations"], f["next_observations"]
         f["observations"] = np.round(t.observations * 10).astype(np.int64)
         f["next_observations"] = np.round(t.next_observations * 10).astype(np.int64)
-    with pytest.warns(DatasetWarning, match="'observations' is stored as int64"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         read_hdf5(path)
+    cast = [w for w in caught if issubclass(w.category, DatasetWarning)]
+    assert len(cast) == 1, [str(w.message) for w in cast]  # one warning names both arrays
+    named = "'observations' (int64), 'next_observations' (int64) are stored as integers"
+    assert named in str(cast[0].message)
 
 
 def test_rows_out_of_episode_order_are_refused_even_with_timeouts(tmp_path):

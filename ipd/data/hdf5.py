@@ -133,15 +133,18 @@ def read_hdf5(path: str | os.PathLike, extras: bool = True) -> Transitions:
 
 
 def _warn_integer_arrays(path: Path, data: dict[str, np.ndarray]) -> None:
-    for key in ("observations", "actions", "rewards", "next_observations"):
-        if key in data and data[key].dtype.kind in "iub":
-            warnings.warn(
-                f"Dataset file {path}: '{key}' is stored as {data[key].dtype}, and ipd casts it to float32. "
-                "If these are discrete codes rather than quantities, ipd's continuous-control models do not "
-                "fit this data.",
-                DatasetWarning,
-                stacklevel=3,
-            )
+    """One warning per file that names every integer array ipd casts to float32."""
+    keys = ("observations", "actions", "rewards", "next_observations")
+    cast = [f"'{k}' ({data[k].dtype})" for k in keys if k in data and data[k].dtype.kind in "iub"]
+    if cast:
+        stored = f"{cast[0]} is" if len(cast) == 1 else f"{', '.join(cast)} are"
+        warnings.warn(
+            f"Dataset file {path}: {stored} stored as integers, and ipd casts them to float32. "
+            "If these are discrete codes rather than quantities, ipd's continuous-control models do not "
+            "fit this data.",
+            DatasetWarning,
+            stacklevel=3,
+        )
 
 
 def check_episode_order(path: str | os.PathLike, t: Transitions) -> None:
