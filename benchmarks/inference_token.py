@@ -77,11 +77,20 @@ def eval_num_envs(run: dict) -> int:
     return int(cfg["eval"]["num_envs"])
 
 
-def refitted_head_policies(
-    run: dict, policy: DTPolicy, timed: bool | None, expectiles: list[float] | None = None
-) -> list[DTPolicy]:
-    """``policy`` with heads refitted to the run's training tokens, one per τ in ``expectiles``
-    (default: the run's own τ): V*(s, t) if ``timed``, V*(s) if not, the run's own kind if None."""
+@dataclasses.dataclass(frozen=True)
+class TrainingTokens:
+    """A run's stage-3 training trajectories and value tokens, rebuilt from its artifacts."""
+
+    traj: Trajectories
+    tokens: np.ndarray
+    head_cfg: ValueHeadConfig  # the run's own bundled head: τ, updates, seed
+    head_time: bool  # whether the run's own head is V*(s, t)
+    max_timestep: int
+
+
+def training_tokens(run: dict) -> TrainingTokens:
+    """Rebuild ``run``'s training tokens (its dataset, G_t under its value function) once, so that
+    every refitted head of the run is fitted to the same targets."""
     arts = run.get("artifacts") or {}
     if "value" not in arts or "policy" not in arts:
         raise SystemExit(
@@ -101,14 +110,19 @@ def refitted_head_policies(
     head_cfg = ValueHeadConfig(
         dcfg.token_expectile, num_updates=dcfg.token_head_updates, seed=int(run["seed"])
     )
-    timed = dcfg.token_head_time if timed is None else timed
-    steps = traj.timesteps if timed else None
-    policies = []
-    for tau in expectiles or [dcfg.token_expectile]:
-        cfg = dataclasses.replace(head_cfg, expectile=float(tau))
-        head, _ = fit_value_head(traj.transitions.observations, tokens, cfg, "cpu", False, steps, max_t)
-        policies.append(DTPolicy(policy.model, policy.state_normalizer, policy.cond, head, policy.device))
-    return policies
+    return TrainingTokens(traj, tokens, head_cfg, dcfg.token_head_time, max_t)
+
+
+def refitted_head_policy(
+    policy: DTPolicy, training: TrainingTokens, timed: bool, expectile: float
+) -> DTPolicy:
+    """``policy`` with a V* head refitted to the run's training tokens at ``expectile``:
+    V*(s, t) if ``timed``, V*(s) if not."""
+    cfg = dataclasses.replace(training.head_cfg, expectile=float(expectile))
+    steps = training.traj.timesteps if timed else None
+    obs = training.traj.transitions.observations
+    head, _ = fit_value_head(obs, training.tokens, cfg, "cpu", False, steps, training.max_timestep)
+    return DTPolicy(policy.model, policy.state_normalizer, policy.cond, head, policy.device)
 
 
 def main() -> None:
@@ -150,12 +164,13 @@ def main() -> None:
         episodes, seed, num_envs = int(run["eval"]["episodes"]), int(run["eval"]["seed"]), eval_num_envs(run)
         scores = {}
         arms = [("learned", policy), ("target", with_target_return(policy, target))]
+        training = training_tokens(run) if args.refit_head or args.expectiles else None
         if args.refit_head:
-            timed = args.refit_head == "timed"
-            arms.append((args.refit_head, refitted_head_policies(run, policy, timed)[0]))
-        if args.expectiles:
-            heads = refitted_head_policies(run, policy, None, args.expectiles)
-            arms += [(f"tau={t:g}", p) for t, p in zip(args.expectiles, heads, strict=True)]
+            own_tau = training.head_cfg.expectile
+            refit = refitted_head_policy(policy, training, args.refit_head == "timed", own_tau)
+            arms.append((args.refit_head, refit))
+        for tau in args.expectiles or []:  # heads of the run's own kind
+            arms.append((f"tau={tau:g}", refitted_head_policy(policy, training, training.head_time, tau)))
         for name, p in arms:
             res = evaluate_policy(p, task, episodes, num_envs, seed=seed, progress=False)
             scores[name], steps = res.normalized_mean, steps + int(res.lengths.sum())

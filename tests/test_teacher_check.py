@@ -9,7 +9,12 @@ import torch
 from ipd.data import Transitions
 from ipd.models.world_model import EnsembleWorldModel, WorldModelConfig
 from ipd.planning.pessimism import member_returns
-from ipd.planning.teacher_check import episode_starts_and_returns, member_returns_closed_loop, teacher_check
+from ipd.planning.teacher_check import (
+    closed_loop_rollouts,
+    episode_starts_and_returns,
+    member_returns_closed_loop,
+    teacher_check,
+)
 from tests.test_augment import chain_transitions
 
 
@@ -39,6 +44,24 @@ def test_each_elite_runs_its_own_trajectory_until_its_termination():
     assert member_returns_closed_loop(LinearElites(), step_actor, np.zeros((1, 1)), 3)[:, 0] == pytest.approx(
         [3.0, 6.0, 9.0]
     )  # the horizon cuts a trajectory that has not ended
+
+
+class UncertainLinearElites(LinearElites):
+    """LinearElites whose uncertainty is the state itself: steps from s > 2 are untrusted."""
+
+    def uncertainty(self, states, actions):
+        return states[:, 0]
+
+
+def test_trusted_return_drops_the_rewards_of_steps_above_the_threshold():
+    r = closed_loop_rollouts(UncertainLinearElites(), step_actor, np.array([[0.0], [4.0]]), 20, threshold=2.0)
+    assert r.returns[:, 0] == pytest.approx([6.0, 12.0, 18.0])  # the plain return is unchanged
+    # from 0 the steps leave s = 0, 1, 2 (trusted) and 3, 4, 5 (untrusted); from 4 both are untrusted
+    assert r.trusted_returns[:, 0] == pytest.approx([3.0, 6.0, 9.0])
+    assert r.trusted_returns[:, 1] == pytest.approx([0.0, 0.0, 0.0])
+    assert r.untrusted_steps.tolist() == [[3, 2]] * 3 and r.steps.tolist() == [[6, 2]] * 3
+    plain = closed_loop_rollouts(UncertainLinearElites(), step_actor, np.array([[0.0]]), 20)
+    assert (plain.trusted_returns == plain.returns).all() and not plain.untrusted_steps.any()
 
 
 def test_closed_loop_matches_open_loop_rescoring_on_a_real_ensemble():

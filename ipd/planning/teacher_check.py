@@ -55,30 +55,67 @@ class TeacherCheck:
         return {**asdict(self), "passed": self.passed}
 
 
+@dataclass(frozen=True)
+class ClosedLoopRollouts:
+    """Per elite and start ``[K, N]``: the return, and how much of it the model can vouch for.
+
+    ``trusted_return`` sums only the rewards of steps whose ``U(s, a)`` stays at or under
+    ``threshold``; ``untrusted_steps`` counts the other steps. Without a threshold both equal the
+    plain return and zero.
+    """
+
+    returns: np.ndarray
+    trusted_returns: np.ndarray
+    untrusted_steps: np.ndarray
+    steps: np.ndarray
+
+
 @torch.inference_mode()
-def member_returns_closed_loop(model: Any, act: ActFn, starts: np.ndarray, horizon: int) -> np.ndarray:
-    """Undiscounted return of ``act`` from each of ``starts`` ``[N, obs]`` under each elite, ``[K, N]``.
+def closed_loop_rollouts(
+    model: Any, act: ActFn, starts: np.ndarray, horizon: int, threshold: float | None = None
+) -> ClosedLoopRollouts:
+    """Run ``act`` closed loop from each of ``starts`` ``[N, obs]`` under each elite.
 
     ``model`` is an :class:`ipd.models.world_model.EnsembleWorldModel`: elite k steps its own
     trajectory with its mean prediction (``step_members``); a trajectory stops at the model's
     termination rule. Batched over elites and starts (one actor call per step for all K·N
-    states). A trajectory whose prediction turns non-finite stops at that step.
+    states). A trajectory whose prediction turns non-finite stops at that step. With
+    ``threshold``, each step's ``U(s, a)`` (the ensemble's, at that elite's state) is compared
+    with it, as stage 2 compares an imagined step with its acceptance threshold.
     """
     k, n = len(model.elites), len(starts)
     states = torch.as_tensor(starts, dtype=torch.float32, device=model.device).expand(k, n, -1).clone()
     alive = torch.ones(k, n, dtype=torch.bool, device=states.device)
-    ret = torch.zeros(k, n, device=states.device)
+    ret, trusted = torch.zeros(k, n, device=states.device), torch.zeros(k, n, device=states.device)
+    untrusted, steps = (torch.zeros(k, n, dtype=torch.long, device=states.device) for _ in range(2))
     for _ in range(horizon):
         actions = act(states.reshape(k * n, -1)).reshape(k, n, -1).to(states)
         nxt, rewards, terminals = model.step_members(states, actions)
         # A trajectory that diverges to inf/NaN stops there, without that step's reward.
         alive &= torch.isfinite(nxt).all(-1) & torch.isfinite(rewards)
-        ret += torch.where(alive, rewards, 0.0)
+        earned = torch.where(alive, rewards, 0.0)
+        ret += earned
+        steps += alive
+        if threshold is not None:
+            over = (
+                model.uncertainty(states.reshape(k * n, -1), actions.reshape(k * n, -1)).reshape(k, n)
+                > threshold
+            )
+            trusted += torch.where(over, 0.0, earned)
+            untrusted += alive & over
         alive &= ~terminals
         states = torch.where(alive[..., None], nxt, states)
         if not alive.any():
             break
-    return ret.cpu().numpy()
+    if threshold is None:
+        trusted = ret
+    return ClosedLoopRollouts(*(x.cpu().numpy() for x in (ret, trusted, untrusted, steps)))
+
+
+def member_returns_closed_loop(model: Any, act: ActFn, starts: np.ndarray, horizon: int) -> np.ndarray:
+    """Undiscounted return of ``act`` from each of ``starts`` under each elite, ``[K, N]``
+    (:func:`closed_loop_rollouts` without a threshold)."""
+    return closed_loop_rollouts(model, act, starts, horizon).returns
 
 
 def episode_starts_and_returns(

@@ -1,0 +1,68 @@
+"""The analysis benchmarks that read finished runs, run on a smoke IPD run as a user would."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, last_json, run_script
+
+
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_run(data_dir, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    args = [f"data.dir={data_dir}", f"paths.runs={runs}", "preset=smoke", "data.download=false"]
+    out = last_json(run_script("train.py", "task=hopper-medium", *args).stdout)
+    return runs, out
+
+
+def test_inference_token_reproduces_the_run_and_refits_heads_from_one_token_build(smoke_run):
+    runs, out = smoke_run
+    proc = run_benchmark(
+        "inference_token.py", "--runs", str(runs), "--task", "hopper-medium", "--label", "ipd",
+        "--refit-head", "state", "--expectiles", "0.5", "0.9",
+    )  # fmt: skip
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    (row,) = summary["runs"]
+    assert row["learned"] == pytest.approx(out["normalized_score"], abs=1e-6)  # the same experiment
+    assert set(row) >= {"target", "state", "tau=0.5", "tau=0.9"}
+    assert summary["refit_mean"] == row["state"] and set(summary["expectile_means"]) == {"0.5", "0.9"}
+
+
+def test_teacher_check_benchmark_reproduces_the_gate_and_reports_trusted_returns(smoke_run, data_dir):
+    runs, out = smoke_run
+    proc = run_benchmark(
+        "teacher_check.py", "--task", "hopper-medium", "--runs", str(runs), "--data",
+        str(data_dir / "hopper-medium.hdf5"), "--starts", "8", "--horizon", "50",
+        "--trust-quantiles", "0.5,0.99",
+    )  # fmt: skip
+    rows = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    policy_metrics = json.loads(
+        next((runs / "hopper-medium" / "policy").iterdir()).joinpath("metrics.json").read_text()
+    )
+    gate = next(r for r in rows if "passed" in r)
+    assert gate["passed"] == policy_metrics["teacher_check"]["passed"]  # the run's own check, again
+    trusted = {r["quantile"]: r for r in rows if r.get("label") == "teacher"}
+    assert set(trusted) == {0.5, 0.99}
+    # the rollouts are deterministic (elite means), so a lower threshold distrusts a superset of steps
+    assert 1.0 >= trusted[0.5]["untrusted_share"] >= trusted[0.99]["untrusted_share"] >= 0.0
+    assert trusted[0.5]["threshold"] <= trusted[0.99]["threshold"]
+    assert all(math.isfinite(r["trusted_worst_elite"]) for r in trusted.values())
