@@ -14,8 +14,9 @@ per-dimension action variance) and its Q gain (Q(s, teacher) - Q(s, data) over m
 the share of states where it is positive). With ``--trust-quantiles`` it reruns the teacher (and
 every ``--policies`` checkpoint) with each step's model uncertainty compared with that quantile
 of U over the dataset (stage 2's acceptance threshold is the 0.95 one): the share of steps above
-it, and the *trusted* return (only the rewards of steps at or under it), worst and mean elite. A
-candidate gate that does not credit the model's optimism where the model has no data.
+it, the *trusted* return (only the rewards of steps at or under it) of the worst elite, and
+whether the check passes with it (``policy.teacher_check_trust_quantile``): a gate that does not
+credit the model's optimism where the model has no data.
 One JSON line per row; the last line is the wall time.
 
     python benchmarks/teacher_check.py --task hopper-medium [--policies iql,bc,bc10] [--action-gap]
@@ -41,7 +42,6 @@ from ipd.models.uncertainty import dataset_quantiles
 from ipd.models.value import IQLLearner
 from ipd.models.world_model import EnsembleWorldModel
 from ipd.planning.teacher_check import (
-    closed_loop_rollouts,
     draw_starts,
     episode_starts_and_returns,
     member_returns_closed_loop,
@@ -95,16 +95,17 @@ def teacher_action_gap(iql: IQLLearner, data: Transitions, states: int, seed: in
     }
 
 
-def trusted_rows(wm, act, starts: np.ndarray, horizon: int, thresholds: dict[str, float], norm) -> list[dict]:
-    """One row per uncertainty quantile: the share of untrusted steps and the trusted returns."""
+def trusted_rows(
+    wm, act, data: Transitions, args: argparse.Namespace, seed: int, thresholds, norm
+) -> list[dict]:
+    """One row per uncertainty quantile: the check with that trust threshold, on ``act``."""
     out = []
     for q, threshold in thresholds.items():
-        r = closed_loop_rollouts(wm, act, starts, horizon, threshold)
+        check = teacher_check(wm, act, data, args.horizon, args.starts, seed, threshold)
         out.append({
             "quantile": float(q), "threshold": round(threshold, 4),
-            "untrusted_share": round(float(r.untrusted_steps.sum() / max(r.steps.sum(), 1)), 3),
-            "trusted_worst_elite": norm(r.trusted_returns.min(0).mean()),
-            "trusted_mean_elite": norm(r.trusted_returns.mean()),
+            "untrusted_share": round(check.untrusted_share, 3),
+            "trusted_worst_elite": norm(check.trusted_return), "passed": check.passed,
         })  # fmt: skip
     return out
 
@@ -144,19 +145,19 @@ def main() -> None:
             "seed": seed, "teacher": norm(check.teacher_return), "teacher_mean_elite":
             norm(check.teacher_return_mean_elite), "data": norm(check.data_return), "passed": check.passed,
         }), flush=True)  # fmt: skip
-        starts, _ = episode_starts_and_returns(data)
-        starts = starts[draw_starts(len(starts), args.starts, seed)]  # the check's own starts
         thresholds = {}
         if args.trust_quantiles:
             qs = tuple(float(q) for q in args.trust_quantiles.split(","))
             thresholds = dataset_quantiles(wm, data, qs)
-            for row in trusted_rows(wm, iql.actor_prior(), starts, args.horizon, thresholds, norm):
+            for row in trusted_rows(wm, iql.actor_prior(), data, args, seed, thresholds, norm):
                 print(json.dumps({"seed": seed, "label": "teacher", **row}), flush=True)
         if args.action_gap:
             gap = teacher_action_gap(iql, data, min(args.gap_states, len(data.observations)), seed)
             print(json.dumps({"seed": seed, **gap}), flush=True)
         if not args.policies:
             continue
+        starts, _ = episode_starts_and_returns(data)
+        starts = starts[draw_starts(len(starts), args.starts, seed)]  # the check's own starts
         for m in rows:
             if m["seed"] != seed or m.get("label") not in args.policies.split(","):
                 continue
@@ -166,7 +167,7 @@ def main() -> None:
                 "seed": seed, "label": m["label"], "real": round(m["normalized_score"], 1),
                 "model_worst_elite": norm(member.min(0).mean()), "model_mean_elite": norm(member.mean()),
             }), flush=True)  # fmt: skip
-            for row in trusted_rows(wm, act, starts, args.horizon, thresholds, norm):
+            for row in trusted_rows(wm, act, data, args, seed, thresholds, norm):
                 print(json.dumps({"seed": seed, "label": m["label"], **row}), flush=True)
     print(json.dumps({"wall_time_s": round(time.perf_counter() - t0, 1)}))
 

@@ -20,6 +20,8 @@ Prints a final JSON line with every figure.
     python benchmarks/world_model.py --device cpu --steps 20 --batch-size 64 --hidden 64 \
         --train-steps 200 --max-transitions 20000          # smoke test
     python benchmarks/world_model.py --rollout-dataset 5000 ...   # no hdf5: random-policy rollouts
+    python benchmarks/world_model.py --task hopper-medium --artifact runs/hopper-medium/world_model/<hash> \
+        --horizons 5 10 30                                   # a pipeline model on its own data
 """
 
 from __future__ import annotations
@@ -246,6 +248,24 @@ def rollout_errors(model, test: Transitions, horizons, max_starts: int, device, 
     return out
 
 
+def artifact_errors(args: argparse.Namespace, data: Transitions, device: torch.device) -> dict:
+    """One-step and open-loop errors of a pipeline world model on its own task's dataset.
+
+    In-sample: the model trained on these rows (all but its random holdout), so this measures how
+    errors compound over a rollout from the data's states under the data's actions, the regime of
+    stage 2's imagined rollouts, not generalisation to unseen episodes.
+    """
+    terminal_fn = get_task(args.task).is_terminal_torch
+    model = EnsembleWorldModel.load(args.artifact / "world_model.pt", device=device, terminal_fn=terminal_fn)
+    std = torch.as_tensor(data.observations.std(0) + 1e-3, device=device)
+    out = {"task": args.task, "artifact": str(args.artifact)}
+    rows = np.random.default_rng(args.seed).choice(len(data), min(len(data), 20_000), replace=False)
+    out.update(one_step_errors(model, data.subset(np.sort(rows)), device, std))
+    for sel in ("mean", "random"):
+        out.update(rollout_errors(model, data, tuple(args.horizons), args.rollout_starts, device, std, sel))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="hopper-medium")
@@ -269,12 +289,22 @@ def main() -> None:
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--artifact",
+        type=Path,
+        default=None,
+        help="instead: score a stage-1 world model (runs/<task>/world_model/<hash>) on the task's data",
+    )
+    p.add_argument("--horizons", type=int, nargs="+", default=[5, 10])
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     data, source = load_data(args)
     print(f"[data] {source}: {len(data)} transitions, device {device}")
+    if args.artifact is not None:
+        print(json.dumps(artifact_errors(args, data, device)))
+        return
     cfg = WorldModelConfig(
         ensemble_size=args.ensemble_size,
         num_elites=args.elites,

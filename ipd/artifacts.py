@@ -48,6 +48,7 @@ def config_hash(config: Any, length: int = 12) -> str:
 HASH_NEUTRAL = {
     "augment": {"dynamics": "model", "acceptance": "sampled", "min_relative_improvement": 0.0},
     "value": {"actor_lr_schedule_updates": None},
+    "policy": {"teacher_check_trust_quantile": None},
 }
 
 

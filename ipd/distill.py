@@ -44,7 +44,12 @@ from ipd.tokens import (
 from ipd.utils import apply_in_chunks
 
 Q_TERM_RULES = ("always", "teacher_check")
-TEACHER_CHECK_KEYS = ("q_term_rule", "teacher_check_starts", "teacher_check_horizon")
+TEACHER_CHECK_KEYS = (
+    "q_term_rule",
+    "teacher_check_starts",
+    "teacher_check_horizon",
+    "teacher_check_trust_quantile",
+)
 EvalFn = Callable[[Policy, int], dict[str, float]]  # (policy, episodes) -> metrics
 
 
@@ -67,7 +72,9 @@ class DistillConfig:
     eval_episodes: episodes of each periodic evaluation (0 = none); q_term_rule: when the Q-term
     (``train.alpha``) applies, ``always`` or ``teacher_check`` (only when the world model confirms
     that the stage-1 actor beats the data's behaviour, :mod:`ipd.planning.teacher_check`; the check
-    runs the actor from ``teacher_check_starts`` episode starts for ``teacher_check_horizon`` steps).
+    runs the actor from ``teacher_check_starts`` episode starts for ``teacher_check_horizon`` steps;
+    with ``teacher_check_trust_quantile`` q, only the rewards of steps whose model uncertainty stays
+    at or under the q-quantile of U over the dataset count towards the teacher's return).
     """
 
     condition: str = "value"
@@ -86,6 +93,7 @@ class DistillConfig:
     q_term_rule: str = "teacher_check"
     teacher_check_starts: int = 100
     teacher_check_horizon: int = 1000
+    teacher_check_trust_quantile: float | None = None
 
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
@@ -116,6 +124,9 @@ class DistillConfig:
             raise ValueError(f"q_term_rule must be one of {'|'.join(Q_TERM_RULES)}, got '{self.q_term_rule}'")
         if self.teacher_check_starts < 1 or self.teacher_check_horizon < 1:
             raise ValueError("teacher_check_starts and teacher_check_horizon must be >= 1")
+        q = self.teacher_check_trust_quantile
+        if q is not None and not 0.0 < q <= 1.0:
+            raise ValueError(f"teacher_check_trust_quantile must be in (0, 1] or null, got {q}")
 
     @property
     def needs_value(self) -> bool:

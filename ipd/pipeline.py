@@ -264,6 +264,17 @@ def q_term_gated(ctx: Context) -> bool:
     return float(ctx.cfg.policy.train.alpha) > 0 and ctx.cfg.policy.q_term_rule == "teacher_check"
 
 
+def trust_threshold(
+    world_model: tuple[EnsembleWorldModel, Artifact], data: Transitions, quantile: float | None
+) -> float | None:
+    """The teacher check's uncertainty threshold: the ``quantile`` of U over the dataset (from the
+    world-model artifact's cached quantiles where it has it), or None without a trust quantile."""
+    if quantile is None:
+        return None
+    cached = world_model[1].metrics().get("uncertainty_quantiles") or {}
+    return dataset_quantiles(world_model[0], data, (quantile,), cached)[str(quantile)]
+
+
 def policy_stage_config(ctx: Context, parents: dict, gated: bool) -> dict:
     """Stage 3's hashed config. Without a gated Q-term the teacher check's keys change nothing, so
     they stay out of the hash (DT and alpha = 0 artifacts stored before the check stay valid)."""
@@ -310,6 +321,7 @@ def distill(
                 dcfg.teacher_check_horizon,
                 dcfg.teacher_check_starts,
                 ctx.seed,
+                trust_threshold(world_model, ctx.data, dcfg.teacher_check_trust_quantile),
             )
             if not check.passed:
                 train_cfg = dataclasses.replace(train_cfg, alpha=0.0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from ipd.artifacts import ArtifactStore, config_hash
+from ipd.artifacts import ArtifactStore, config_hash, without_neutral
 from ipd.config import (
     CONFIG_DIR,
     SECTIONS,
@@ -72,6 +72,19 @@ def test_ipd_smoke_pipeline_then_reuse_and_evaluate(smoke_args):
     # A stage-3 change reuses stages 1 and 2 but trains a new policy.
     third = run_script("train.py", "task=hopper-medium", "policy.train.alpha=0.5", *args)
     assert "augment: reusing" in third.stdout and "policy: reusing" not in third.stdout
+
+    # The trusted gate: the same check, judged on the steps the model can vouch for.
+    trust = run_script("train.py", "task=hopper-medium", "policy.teacher_check_trust_quantile=0.95", *args)
+    trusted = json.loads((Path(last_json(trust.stdout)["run_dir"]) / "metrics.json").read_text())["q_term"]
+    gate = trusted["teacher_check"]
+    wm_metrics = json.loads(
+        next((runs / "hopper-medium" / "world_model").iterdir()).joinpath("metrics.json").read_text()
+    )
+    assert gate["trust_threshold"] == pytest.approx(wm_metrics["uncertainty_quantiles"]["0.95"])
+    assert gate["teacher_return"] == pytest.approx(check["teacher_return"])  # the same rollouts
+    assert 0.0 <= gate["untrusted_share"] <= 1.0
+    assert gate["passed"] == (gate["trusted_return"] > gate["data_return"])
+    assert trusted["alpha"] == (3.0 if gate["passed"] else 0.0)
 
     # The policy checkpoint evaluates alone.
     ckpt = metrics["checkpoint"]
@@ -302,12 +315,18 @@ def test_teacher_check_keys_enter_the_policy_hash_only_with_a_gated_q_term():
 
     def policy_hash(*overrides: str, gated: bool) -> str:
         cfg = load_config(["algo=ipd", *overrides])
-        ctx = SimpleNamespace(stage_config=lambda key, **p: {key: canonical(to_plain(cfg[key])), **p})
+        plain = lambda key: without_neutral(key, canonical(to_plain(cfg[key])))  # noqa: E731 (Context.plain)
+        ctx = SimpleNamespace(stage_config=lambda key, **p: {key: plain(key), **p})
         return config_hash(policy_stage_config(ctx, {"value_hash": "v"}, gated))
 
     assert policy_hash("policy.teacher_check_horizon=50", gated=False) == policy_hash(gated=False)
     assert policy_hash("policy.q_term_rule=always", gated=False) == policy_hash(gated=False)
     assert policy_hash("policy.teacher_check_horizon=50", gated=True) != policy_hash(gated=True)
+    # a key added later hashes only away from its neutral value (stored IPD artifacts stay valid)
+    default = without_neutral("policy", canonical(to_plain(load_config(["algo=ipd"])["policy"])))
+    assert "teacher_check_trust_quantile" not in default
+    assert policy_hash("policy.teacher_check_trust_quantile=0.95", gated=True) != policy_hash(gated=True)
+    assert policy_hash("policy.teacher_check_trust_quantile=0.95", gated=False) == policy_hash(gated=False)
 
 
 def test_int_and_float_spellings_of_a_float_field_hash_alike():

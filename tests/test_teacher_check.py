@@ -122,3 +122,19 @@ def test_teacher_passes_only_when_its_worst_elite_beats_the_data(data_return, pa
     assert check.teacher_return_mean_elite == pytest.approx(12.0)
     assert check.data_return == pytest.approx(data_return)
     assert check.passed is passed and check.to_dict()["passed"] is passed
+
+
+def test_a_trust_threshold_judges_the_teacher_by_its_trusted_return_only():
+    """The teacher reaches states the model cannot vouch for: its plain return beats the data,
+    its trusted return does not."""
+    data = chain_transitions(n_eps=4, length=4)  # all episodes start at s = 0
+    data.rewards[:] = 5.0 / 4
+    plain = teacher_check(UncertainLinearElites(), step_actor, data, horizon=20, num_starts=10)
+    trusted = teacher_check(UncertainLinearElites(), step_actor, data, 20, 10, trust_threshold=2.0)
+    assert plain.passed and plain.trusted_return is None and plain.to_dict()["trusted_return"] is None
+    assert trusted.teacher_return == pytest.approx(6.0)  # unchanged: the check only adds a judgement
+    assert trusted.trusted_return == pytest.approx(3.0)  # s = 0, 1, 2 -> three trusted unit steps
+    assert trusted.untrusted_share == pytest.approx(0.5) and trusted.trust_threshold == 2.0
+    assert not trusted.passed and trusted.to_dict()["passed"] is False
+    lenient = teacher_check(UncertainLinearElites(), step_actor, data, 20, 10, trust_threshold=10.0)
+    assert lenient.trusted_return == pytest.approx(6.0) and lenient.untrusted_share == 0 and lenient.passed

@@ -46,10 +46,16 @@ class TeacherCheck:
     data_return: float  # mean return of the dataset's complete episodes (their first `horizon` steps)
     starts: int
     horizon: int
+    # With an uncertainty threshold (trust quantile): the worst elite's return over trusted steps
+    # only (U(s, a) at or under the threshold), and the share of steps above it.
+    trust_threshold: float | None = None
+    trusted_return: float | None = None
+    untrusted_share: float | None = None
 
     @property
     def passed(self) -> bool:
-        return self.teacher_return > self.data_return
+        judged = self.teacher_return if self.trusted_return is None else self.trusted_return
+        return judged > self.data_return
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -142,18 +148,38 @@ def draw_starts(num_episodes: int, num_starts: int, seed: int) -> np.ndarray:
 
 
 def teacher_check(
-    model: Any, act: ActFn, data: Transitions, horizon: int = 1000, num_starts: int = 100, seed: int = 0
+    model: Any,
+    act: ActFn,
+    data: Transitions,
+    horizon: int = 1000,
+    num_starts: int = 100,
+    seed: int = 0,
+    trust_threshold: float | None = None,
 ) -> TeacherCheck:
-    """Run the check (module docstring) from ``num_starts`` episode starts drawn with ``seed``."""
+    """Run the check (module docstring) from ``num_starts`` episode starts drawn with ``seed``.
+
+    With ``trust_threshold`` the teacher is judged by its *trusted* return: a step whose model
+    uncertainty ``U(s, a)`` exceeds the threshold earns nothing, as an imagined step above stage
+    2's threshold is not accepted. A teacher the model rates highly only where it has no data
+    then fails (``policy.teacher_check_trust_quantile``).
+    """
     if horizon < 1 or num_starts < 1:
         raise ValueError(f"horizon and num_starts must be >= 1, got {horizon} and {num_starts}")
     starts, returns = episode_starts_and_returns(data, horizon)
     pick = draw_starts(len(starts), num_starts, seed)
-    member = member_returns_closed_loop(model, act, starts[pick], horizon)
+    r = closed_loop_rollouts(model, act, starts[pick], horizon, trust_threshold)
+    trusted = {}
+    if trust_threshold is not None:
+        trusted = {
+            "trust_threshold": float(trust_threshold),
+            "trusted_return": float(r.trusted_returns.min(0).mean()),
+            "untrusted_share": float(r.untrusted_steps.sum() / max(int(r.steps.sum()), 1)),
+        }
     return TeacherCheck(
-        teacher_return=float(member.min(0).mean()),
-        teacher_return_mean_elite=float(member.mean()),
+        teacher_return=float(r.returns.min(0).mean()),
+        teacher_return_mean_elite=float(r.returns.mean()),
         data_return=float(returns.mean()),
         starts=len(pick),
         horizon=horizon,
+        **trusted,
     )
