@@ -174,6 +174,7 @@ def main() -> None:
                 "exact_reset": exact,
                 "reset_error": abs(d_replay - float(d_rew.sum())) / len(d_rew),
                 "model": model_ret,
+                "model_max_step_reward": float(np.max(seg["rewards"])),
                 "real": real,
                 "dataset": float(d_rew.sum()),
                 "random": rand,

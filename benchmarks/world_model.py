@@ -39,6 +39,7 @@ from torch import nn
 from ipd.data import Transitions, episode_bounds, read_hdf5
 from ipd.data.sources import default_data_dir
 from ipd.envs import make_task_env
+from ipd.models.value import IQLLearner
 from ipd.models.world_model import EnsembleWorldModel, WorldModelConfig, soft_clamp_logvar
 from ipd.models.world_model_training import train_world_model
 from ipd.tasks import TaskSpec, get_task
@@ -248,6 +249,31 @@ def rollout_errors(model, test: Transitions, horizons, max_starts: int, device, 
     return out
 
 
+@torch.no_grad()
+def value_errors(model, value_fn, data: Transitions, horizons, max_starts: int, device) -> dict:
+    """The stage-1 value at the model's h-step open-loop prediction against the value at the real
+    state, under the data's actions: the bias that a bootstrapped rollout return ``... + γ^h V(ŝ_h)``
+    inherits from the model's state error. Reported raw and over the std of V on the data."""
+    starts, lengths = episode_bounds(data.episode_ends)
+    ep_end = np.repeat(starts + lengths, lengths)
+    rng = np.random.default_rng(0)
+    v_std = float(np.std(value_fn(data.observations[rng.choice(len(data), 20_000)])))
+    out = {"value_std": v_std}
+    for h in horizons:
+        t0 = np.flatnonzero(np.arange(len(data)) + h <= ep_end)
+        t0 = np.sort(rng.choice(t0, min(max_starts, len(t0)), replace=False))
+        s = torch.as_tensor(data.observations[t0], device=device)
+        for k in range(h):
+            s = model.step_members(
+                s.expand(len(model.elites), *s.shape), torch.as_tensor(data.actions[t0 + k])
+            )[0].mean(0)
+        gap = value_fn(s.cpu().numpy()) - value_fn(data.next_observations[t0 + h - 1])
+        out[f"rollout{h}_value_bias"] = float(gap.mean())
+        out[f"rollout{h}_value_bias_over_std"] = float(gap.mean() / v_std)
+        out[f"rollout{h}_value_abs_err_over_std"] = float(np.abs(gap).mean() / v_std)
+    return out
+
+
 def artifact_errors(args: argparse.Namespace, data: Transitions, device: torch.device) -> dict:
     """One-step and open-loop errors of a pipeline world model on its own task's dataset.
 
@@ -263,6 +289,9 @@ def artifact_errors(args: argparse.Namespace, data: Transitions, device: torch.d
     out.update(one_step_errors(model, data.subset(np.sort(rows)), device, std))
     for sel in ("mean", "random"):
         out.update(rollout_errors(model, data, tuple(args.horizons), args.rollout_starts, device, std, sel))
+    if args.value is not None:
+        value_fn = IQLLearner.load(args.value / "iql.pt").value
+        out.update(value_errors(model, value_fn, data, tuple(args.horizons), args.rollout_starts, device))
     return out
 
 
@@ -296,6 +325,7 @@ def main() -> None:
         help="instead: score a stage-1 world model (runs/<task>/world_model/<hash>) on the task's data",
     )
     p.add_argument("--horizons", type=int, nargs="+", default=[5, 10])
+    p.add_argument("--value", type=Path, default=None, help="with --artifact: a stage-1 value artifact dir")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -66,3 +66,20 @@ def test_teacher_check_benchmark_reproduces_the_gate_and_reports_trusted_returns
     assert 1.0 >= trusted[0.5]["untrusted_share"] >= trusted[0.99]["untrusted_share"] >= 0.0
     assert trusted[0.5]["threshold"] <= trusted[0.99]["threshold"]
     assert all(math.isfinite(r["trusted_worst_elite"]) for r in trusted.values())
+
+
+def test_world_model_benchmark_scores_a_pipeline_model_and_its_value_bias(smoke_run, data_dir):
+    runs, _ = smoke_run
+    (wm,) = (runs / "hopper-medium" / "world_model").iterdir()
+    (value,) = (runs / "hopper-medium" / "value").iterdir()
+    proc = run_benchmark(
+        "world_model.py", "--task", "hopper-medium", "--data-dir", str(data_dir), "--artifact", str(wm),
+        "--value", str(value), "--horizons", "1", "5", "--rollout-starts", "200", "--threads", "1",
+    )  # fmt: skip
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["artifact"] == str(wm) and out["value_std"] > 0
+    # one step from the data under the data's action: the model beats "no change" on the data it fitted
+    assert out["rollout1_mean_state_mse_normalised"] < out["rollout1_no_change_state_mse_normalised"]
+    assert out["rollout5_starts"] == 200
+    for h in (1, 5):
+        assert math.isfinite(out[f"rollout{h}_value_bias"]) and out[f"rollout{h}_value_abs_err_over_std"] >= 0
