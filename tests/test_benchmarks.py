@@ -83,3 +83,20 @@ def test_world_model_benchmark_scores_a_pipeline_model_and_its_value_bias(smoke_
     assert out["rollout5_starts"] == 200
     for h in (1, 5):
         assert math.isfinite(out[f"rollout{h}_value_bias"]) and out[f"rollout{h}_value_abs_err_over_std"] >= 0
+
+
+def test_stitched_tokens_match_every_copied_prefix_row_to_its_original(smoke_run):
+    from ipd.data import read_hdf5
+
+    runs, _ = smoke_run
+    (art,) = (runs / "hopper-medium" / "augment").iterdir()
+    out = json.loads(
+        run_benchmark("stitched_tokens.py", "--artifact", str(art)).stdout.strip().splitlines()[-1]
+    )
+    data = read_hdf5(art / "augmented.hdf5")
+    stitched = data.extras["start_index"] >= 0
+    copied = int((stitched & ~data.extras["imagined"].astype(bool)).sum())
+    assert out["imagined_rows"] == int(data.extras["imagined"].sum()) > 0
+    assert out["prefix_rows"] == copied > 0  # every copied row is found on its original row
+    assert out["original_rows"] == int((~stitched).sum()) and out["rows"] == len(data)
+    assert math.isfinite(out["prefix_minus_original_mean"])
