@@ -7,7 +7,8 @@ are wrong together there, the copied actions are relabelled with a return they d
 the policy learns that a high token asks for those actions.
 
 For a finished stage-2 artifact this rebuilds the tokens stage 3 trains on (``policy.condition=
-value``, undiscounted G_t, the IQL bootstrap; :func:`ipd.tokens.conditioning_tokens`) and, for
+value``, undiscounted G_t, the IQL bootstrap or with ``--bootstrap data`` the data head of
+``policy.token_bootstrap=data``; :func:`ipd.tokens.conditioning_tokens`) and, for
 every prefix row, compares its token with the token of the same state on its original row (matched
 by exact observation). Prints one JSON line.
 
@@ -26,7 +27,7 @@ import yaml
 
 from ipd.data import Trajectories, read_hdf5
 from ipd.models.value import IQLLearner
-from ipd.tokens import conditioning_tokens
+from ipd.tokens import conditioning_tokens, data_bootstrap
 
 
 def quantiles(x: np.ndarray) -> list[float]:
@@ -51,6 +52,8 @@ def main() -> None:
         "--token-gamma", type=float, default=1.0, help="the token's discount (stage 3's default: 1)"
     )
     p.add_argument("--episode-steps", type=int, default=1000, help="the policy's max_timestep")
+    p.add_argument("--bootstrap", choices=("iql", "data"), default="iql", help="policy.token_bootstrap")
+    p.add_argument("--seed", type=int, default=0, help="with --bootstrap data: the head's seed (the run's)")
     args = p.parse_args()
     t0 = time.perf_counter()
     conf = yaml.safe_load((args.artifact / "config.yaml").read_text())
@@ -59,13 +62,16 @@ def main() -> None:
     data = read_hdf5(args.artifact / "augmented.hdf5")
     traj = Trajectories.from_transitions(data)
     gamma = float(conf["planner"]["gamma"])
-    tokens = conditioning_tokens(traj, "value", iql, gamma, args.token_gamma, args.episode_steps)
+    boot = None
+    if args.bootstrap == "data":  # DistillConfig's defaults: τ = 0.5, 20k updates
+        boot, _ = data_bootstrap(traj, args.token_gamma, episode_steps=args.episode_steps, seed=args.seed)
+    tokens = conditioning_tokens(traj, "value", iql, gamma, args.token_gamma, args.episode_steps, boot)
     rows = traj.transitions  # tokens are in this (trajectory) order
     prefix, original = prefix_token_gaps(rows, tokens)
     imagined = np.asarray(rows.extras["imagined"]).astype(bool)
     gap = tokens[prefix] - tokens[original]
     print(json.dumps({
-        "artifact": str(args.artifact),
+        "artifact": str(args.artifact), "bootstrap": args.bootstrap,
         "rows": len(rows), "original_rows": int((np.asarray(rows.extras["start_index"]) < 0).sum()),
         "prefix_rows": len(prefix), "imagined_rows": int(imagined.sum()),
         "token_original_rows_q10_50_90": quantiles(tokens[np.asarray(rows.extras["start_index"]) < 0]),
