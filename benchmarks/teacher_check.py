@@ -42,9 +42,6 @@ from ipd.models.uncertainty import dataset_quantiles
 from ipd.models.value import IQLLearner
 from ipd.models.world_model import EnsembleWorldModel
 from ipd.planning.teacher_check import (
-    draw_starts,
-    episode_starts_and_returns,
-    member_returns_closed_loop,
     teacher_check,
 )
 from ipd.tasks import get_task
@@ -95,19 +92,25 @@ def teacher_action_gap(iql: IQLLearner, data: Transitions, states: int, seed: in
     }
 
 
-def trusted_rows(
-    wm, act, data: Transitions, args: argparse.Namespace, seed: int, thresholds, norm
-) -> list[dict]:
-    """One row per uncertainty quantile: the check with that trust threshold, on ``act``."""
-    out = []
-    for q, threshold in thresholds.items():
-        check = teacher_check(wm, act, data, args.horizon, args.starts, seed, threshold)
-        out.append({
+def checks_of(wm, act, data: Transitions, args: argparse.Namespace, seed: int, thresholds) -> list:
+    """The check on ``act``, once per trust threshold (or once without any): the plain returns do
+    not depend on the threshold, so the first check also gives the untrusted figures."""
+    return [
+        teacher_check(wm, act, data, args.horizon, args.starts, seed, threshold)
+        for threshold in (list(thresholds.values()) or [None])
+    ]
+
+
+def trusted_rows(checks: list, thresholds: dict, norm) -> list[dict]:
+    """One row per uncertainty quantile: the untrusted share, trusted return and verdict."""
+    return [
+        {
             "quantile": float(q), "threshold": round(threshold, 4),
             "untrusted_share": round(check.untrusted_share, 3),
             "trusted_worst_elite": norm(check.trusted_return), "passed": check.passed,
-        })  # fmt: skip
-    return out
+        }
+        for (q, threshold), check in zip(thresholds.items(), checks, strict=True)
+    ]  # fmt: skip
 
 
 def memoryless_act(checkpoint: str):
@@ -140,34 +143,33 @@ def main() -> None:
     for seed, (wm_dir, value_dir) in sorted(stage1_by_seed(rows, args.runs, args.task).items()):
         wm = EnsembleWorldModel.load(Path(wm_dir) / "world_model.pt", terminal_fn=task.is_terminal_torch)
         iql = IQLLearner.load(Path(value_dir) / "iql.pt")
-        check = teacher_check(wm, iql.actor_prior(), data, args.horizon, args.starts, seed)
-        print(json.dumps({
-            "seed": seed, "teacher": norm(check.teacher_return), "teacher_mean_elite":
-            norm(check.teacher_return_mean_elite), "data": norm(check.data_return), "passed": check.passed,
-        }), flush=True)  # fmt: skip
         thresholds = {}
         if args.trust_quantiles:
-            qs = tuple(float(q) for q in args.trust_quantiles.split(","))
-            thresholds = dataset_quantiles(wm, data, qs)
-            for row in trusted_rows(wm, iql.actor_prior(), data, args, seed, thresholds, norm):
-                print(json.dumps({"seed": seed, "label": "teacher", **row}), flush=True)
+            thresholds = dataset_quantiles(wm, data, tuple(float(q) for q in args.trust_quantiles.split(",")))
+        checks = checks_of(wm, iql.actor_prior(), data, args, seed, thresholds)
+        check = checks[0]  # the gate as stage 3 runs it: judged by the plain return
+        print(json.dumps({
+            "seed": seed, "teacher": norm(check.teacher_return), "teacher_mean_elite":
+            norm(check.teacher_return_mean_elite), "data": norm(check.data_return),
+            "passed": check.teacher_return > check.data_return,
+        }), flush=True)  # fmt: skip
+        for row in trusted_rows(checks, thresholds, norm):
+            print(json.dumps({"seed": seed, "label": "teacher", **row}), flush=True)
         if args.action_gap:
             gap = teacher_action_gap(iql, data, min(args.gap_states, len(data.observations)), seed)
             print(json.dumps({"seed": seed, **gap}), flush=True)
         if not args.policies:
             continue
-        starts, _ = episode_starts_and_returns(data)
-        starts = starts[draw_starts(len(starts), args.starts, seed)]  # the check's own starts
         for m in rows:
             if m["seed"] != seed or m.get("label") not in args.policies.split(","):
                 continue
-            act = memoryless_act(m["checkpoint"])
-            member = member_returns_closed_loop(wm, act, starts, args.horizon)
-            print(json.dumps({
+            policy_checks = checks_of(wm, memoryless_act(m["checkpoint"]), data, args, seed, thresholds)
+            print(json.dumps({  # the check's own starts and horizon, on this policy
                 "seed": seed, "label": m["label"], "real": round(m["normalized_score"], 1),
-                "model_worst_elite": norm(member.min(0).mean()), "model_mean_elite": norm(member.mean()),
+                "model_worst_elite": norm(policy_checks[0].teacher_return),
+                "model_mean_elite": norm(policy_checks[0].teacher_return_mean_elite),
             }), flush=True)  # fmt: skip
-            for row in trusted_rows(wm, act, data, args, seed, thresholds, norm):
+            for row in trusted_rows(policy_checks, thresholds, norm):
                 print(json.dumps({"seed": seed, "label": m["label"], **row}), flush=True)
     print(json.dumps({"wall_time_s": round(time.perf_counter() - t0, 1)}))
 

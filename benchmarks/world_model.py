@@ -218,7 +218,12 @@ def one_step_errors(model: EnsembleWorldModel, test: Transitions, device, std: t
 
 
 @torch.no_grad()
-def rollout_errors(model, test: Transitions, horizons, max_starts: int, device, std, selection: str) -> dict:
+def rollout_errors(
+    model, test: Transitions, horizons, max_starts: int, device, std, selection: str, value_fn=None
+) -> dict:
+    """Open-loop errors under the data's actions (module docstring). With ``value_fn`` also the
+    value at the predicted end state against the value at the real one: the bias that a
+    bootstrapped rollout return ``... + γ^h V(ŝ_h)`` inherits from the model's state error."""
     starts, lengths = episode_bounds(test.episode_ends)
     ep_end = np.repeat(starts + lengths, lengths)  # one past the episode's last row, per row
     rng = np.random.default_rng(0)
@@ -245,32 +250,11 @@ def rollout_errors(model, test: Transitions, horizons, max_starts: int, device, 
         start = torch.as_tensor(test.observations[t0], device=device)  # "no change" baseline
         out[f"rollout{h}_no_change_state_mse_normalised"] = float(((start - real) / std).square().mean())
         out[f"rollout{h}_starts"] = len(t0)
+        if value_fn is not None:
+            gap = value_fn(s.cpu().numpy()) - value_fn(test.next_observations[t0 + h - 1])
+            out[f"rollout{h}_value_bias"] = float(gap.mean())
+            out[f"rollout{h}_value_abs_err"] = float(np.abs(gap).mean())
     model.cfg = old
-    return out
-
-
-@torch.no_grad()
-def value_errors(model, value_fn, data: Transitions, horizons, max_starts: int, device) -> dict:
-    """The stage-1 value at the model's h-step open-loop prediction against the value at the real
-    state, under the data's actions: the bias that a bootstrapped rollout return ``... + γ^h V(ŝ_h)``
-    inherits from the model's state error. Reported raw and over the std of V on the data."""
-    starts, lengths = episode_bounds(data.episode_ends)
-    ep_end = np.repeat(starts + lengths, lengths)
-    rng = np.random.default_rng(0)
-    v_std = float(np.std(value_fn(data.observations[rng.choice(len(data), 20_000)])))
-    out = {"value_std": v_std}
-    for h in horizons:
-        t0 = np.flatnonzero(np.arange(len(data)) + h <= ep_end)
-        t0 = np.sort(rng.choice(t0, min(max_starts, len(t0)), replace=False))
-        s = torch.as_tensor(data.observations[t0], device=device)
-        for k in range(h):
-            s = model.step_members(
-                s.expand(len(model.elites), *s.shape), torch.as_tensor(data.actions[t0 + k])
-            )[0].mean(0)
-        gap = value_fn(s.cpu().numpy()) - value_fn(data.next_observations[t0 + h - 1])
-        out[f"rollout{h}_value_bias"] = float(gap.mean())
-        out[f"rollout{h}_value_bias_over_std"] = float(gap.mean() / v_std)
-        out[f"rollout{h}_value_abs_err_over_std"] = float(np.abs(gap).mean() / v_std)
     return out
 
 
@@ -287,11 +271,17 @@ def artifact_errors(args: argparse.Namespace, data: Transitions, device: torch.d
     out = {"task": args.task, "artifact": str(args.artifact)}
     rows = np.random.default_rng(args.seed).choice(len(data), min(len(data), 20_000), replace=False)
     out.update(one_step_errors(model, data.subset(np.sort(rows)), device, std))
+    value_fn = IQLLearner.load(args.value / "iql.pt").value if args.value is not None else None
     for sel in ("mean", "random"):
-        out.update(rollout_errors(model, data, tuple(args.horizons), args.rollout_starts, device, std, sel))
-    if args.value is not None:
-        value_fn = IQLLearner.load(args.value / "iql.pt").value
-        out.update(value_errors(model, value_fn, data, tuple(args.horizons), args.rollout_starts, device))
+        v = value_fn if sel == "mean" else None  # the value bias of the elites' mean prediction
+        out.update(
+            rollout_errors(model, data, tuple(args.horizons), args.rollout_starts, device, std, sel, v)
+        )
+    if value_fn is not None:  # the bias on the scale of V over the data
+        out["value_std"] = v_std = float(np.std(value_fn(data.observations[np.sort(rows)])))
+        for h in args.horizons:
+            out[f"rollout{h}_value_bias_over_std"] = out[f"rollout{h}_value_bias"] / v_std
+            out[f"rollout{h}_value_abs_err_over_std"] = out.pop(f"rollout{h}_value_abs_err") / v_std
     return out
 
 
