@@ -34,12 +34,12 @@ def quantiles(x: np.ndarray) -> list[float]:
     return [round(float(v), 1) for v in np.quantile(x, [0.1, 0.5, 0.9])] if len(x) else []
 
 
-def prefix_token_gaps(data, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def prefix_rows_and_originals(
+    data, is_original: np.ndarray, imagined: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(prefix rows, their original rows) matched by exact observation; unmatched rows dropped."""
-    start_index = np.asarray(data.extras["start_index"])
-    imagined = np.asarray(data.extras["imagined"]).astype(bool)
-    original = np.flatnonzero(start_index < 0)
-    prefix = np.flatnonzero((start_index >= 0) & ~imagined)
+    original = np.flatnonzero(is_original)
+    prefix = np.flatnonzero(~is_original & ~imagined)
     index = {data.observations[r].tobytes(): r for r in original}
     match = np.array([index.get(data.observations[r].tobytes(), -1) for r in prefix], dtype=np.int64)
     return prefix[match >= 0], match[match >= 0]
@@ -67,14 +67,15 @@ def main() -> None:
         boot, _ = data_bootstrap(traj, args.token_gamma, episode_steps=args.episode_steps, seed=args.seed)
     tokens = conditioning_tokens(traj, "value", iql, gamma, args.token_gamma, args.episode_steps, boot)
     rows = traj.transitions  # tokens are in this (trajectory) order
-    prefix, original = prefix_token_gaps(rows, tokens)
+    is_original = np.asarray(rows.extras["start_index"]) < 0
     imagined = np.asarray(rows.extras["imagined"]).astype(bool)
+    prefix, original = prefix_rows_and_originals(rows, is_original, imagined)
     gap = tokens[prefix] - tokens[original]
     print(json.dumps({
         "artifact": str(args.artifact), "bootstrap": args.bootstrap,
-        "rows": len(rows), "original_rows": int((np.asarray(rows.extras["start_index"]) < 0).sum()),
+        "rows": len(rows), "original_rows": int(is_original.sum()),
         "prefix_rows": len(prefix), "imagined_rows": int(imagined.sum()),
-        "token_original_rows_q10_50_90": quantiles(tokens[np.asarray(rows.extras["start_index"]) < 0]),
+        "token_original_rows_q10_50_90": quantiles(tokens[is_original]),
         "token_prefix_states_original_mean": float(tokens[original].mean()) if len(prefix) else None,
         "token_prefix_rows_mean": float(tokens[prefix].mean()) if len(prefix) else None,
         "prefix_minus_original_mean": float(gap.mean()) if len(gap) else None,

@@ -182,6 +182,18 @@ def learn_bc(ctx: Context) -> tuple[BCLearner, Artifact]:
 
 
 # ----------------------------------------------------------------------------- stage 2
+def data_uncertainty_quantile(
+    world_model: tuple[EnsembleWorldModel, Artifact], data: Transitions, quantile: float | None
+) -> float | None:
+    """The ``quantile`` of U over the dataset (from the world-model artifact's cached quantiles
+    where it has it): stage 2's acceptance threshold and the teacher check's trust threshold.
+    None without a quantile."""
+    if quantile is None:
+        return None
+    cached = world_model[1].metrics().get("uncertainty_quantiles") or {}
+    return dataset_quantiles(world_model[0], data, (quantile,), cached)[str(quantile)]
+
+
 def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=None, iql_art=None):
     """Stage 2. Trains (or reuses) stage 1 when its models are not passed in."""
     if world_model is None:
@@ -199,10 +211,10 @@ def augment(ctx: Context, world_model=None, wm_art: Artifact | None = None, iql=
             if aug_cfg.dynamics == "simulator":  # oracle arm: exact dynamics, U = 0 everywhere
                 dynamics, threshold = SimulatorDynamics(ctx.task), 0.0
             else:
-                cached = wm_art.metrics().get("uncertainty_quantiles") or {}
-                q = aug_cfg.uncertainty_quantile
                 dynamics = world_model
-                threshold = dataset_quantiles(world_model, ctx.data, (q,), cached)[str(q)]
+                threshold = data_uncertainty_quantile(
+                    (world_model, wm_art), ctx.data, aug_cfg.uncertainty_quantile
+                )
             plan_cfg = dataclasses.replace(section(ctx.cfg, "planner"), uncertainty_threshold=threshold)
             planner = Planner(
                 dynamics, plan_cfg, ctx.data.act_dim, value_fn=iql.value_fn(), prior=iql.actor_prior()
@@ -264,17 +276,6 @@ def q_term_gated(ctx: Context) -> bool:
     return float(ctx.cfg.policy.train.alpha) > 0 and ctx.cfg.policy.q_term_rule == "teacher_check"
 
 
-def trust_threshold(
-    world_model: tuple[EnsembleWorldModel, Artifact], data: Transitions, quantile: float | None
-) -> float | None:
-    """The teacher check's uncertainty threshold: the ``quantile`` of U over the dataset (from the
-    world-model artifact's cached quantiles where it has it), or None without a trust quantile."""
-    if quantile is None:
-        return None
-    cached = world_model[1].metrics().get("uncertainty_quantiles") or {}
-    return dataset_quantiles(world_model[0], data, (quantile,), cached)[str(quantile)]
-
-
 def policy_stage_config(ctx: Context, parents: dict, gated: bool) -> dict:
     """Stage 3's hashed config. Without a gated Q-term the teacher check's keys change nothing, so
     they stay out of the hash (DT and alpha = 0 artifacts stored before the check stay valid)."""
@@ -321,7 +322,7 @@ def distill(
                 dcfg.teacher_check_horizon,
                 dcfg.teacher_check_starts,
                 ctx.seed,
-                trust_threshold(world_model, ctx.data, dcfg.teacher_check_trust_quantile),
+                data_uncertainty_quantile(world_model, ctx.data, dcfg.teacher_check_trust_quantile),
             )
             if not check.passed:
                 train_cfg = dataclasses.replace(train_cfg, alpha=0.0)
